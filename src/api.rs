@@ -1,0 +1,298 @@
+//! The management HTTP API (`/api/*`, documented in `docs/api.md`) and the one error type every
+//! HTTP handler returns.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::config::{Config, Viewport, DEFAULT_VIEWPORT};
+use crate::protocol::{Links, WireViewport};
+use crate::registry::{CreateError, CreateRequest, Registry};
+use crate::session::{SessionHandle, SessionInfo};
+
+/// Longest URL a session may start on.
+pub const MAX_URL_LEN: usize = 8 * 1024;
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub config: Arc<Config>,
+}
+
+/// Errors as HTTP responses: a status and `{"error": "..."}`. Internal details are logged, not
+/// sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(detail) => {
+                error!(%detail, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<CreateError> for AppError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Full(_) | CreateError::ShuttingDown => {
+                AppError::Unavailable(e.to_string())
+            }
+            CreateError::Browser(_) | CreateError::Random(_) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSessionBody {
+    url: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    id: String,
+    url: String,
+    start_url: String,
+    viewport: WireViewport,
+    created_at: u64,
+    participants: usize,
+    frames_produced: u32,
+    frames_sent: u64,
+    bytes_sent: u64,
+    browser_pid: Option<u32>,
+    links: Links,
+}
+
+impl From<SessionInfo> for SessionView {
+    fn from(i: SessionInfo) -> Self {
+        SessionView {
+            id: i.id,
+            url: i.url,
+            start_url: i.start_url,
+            viewport: WireViewport {
+                width: i.viewport.width,
+                height: i.viewport.height,
+            },
+            created_at: i
+                .created
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            participants: i.participants,
+            frames_produced: i.frames_produced,
+            frames_sent: i.frames_sent,
+            bytes_sent: i.bytes_sent,
+            browser_pid: i.browser_pid,
+            links: i.links,
+        }
+    }
+}
+
+/// Checks a start URL: absolute, http or https, with a host.
+pub fn validate_url(raw: &str) -> Result<String, String> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("url longer than {MAX_URL_LEN} bytes"));
+    }
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| format!("url '{}' is not valid: {e}", raw.trim()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url scheme '{}' not allowed: use http or https",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("url has no host".into());
+    }
+    Ok(url.to_string())
+}
+
+fn parse_create(body: &[u8]) -> Result<(String, Viewport), AppError> {
+    let body: CreateSessionBody = serde_json::from_slice(body)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let url = body
+        .url
+        .ok_or_else(|| AppError::BadRequest("missing field 'url'".into()))?;
+    let url = validate_url(&url).map_err(AppError::BadRequest)?;
+    let viewport = Viewport {
+        width: body.width.unwrap_or(DEFAULT_VIEWPORT.width),
+        height: body.height.unwrap_or(DEFAULT_VIEWPORT.height),
+    }
+    .validate()
+    .map_err(AppError::BadRequest)?;
+    Ok((url, viewport))
+}
+
+/// Scheme, host and port for links: the configured public URL, else this request's Host.
+fn links_base(config: &Config, headers: &HeaderMap) -> String {
+    if let Some(public) = &config.public_url {
+        return public.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .map_or_else(|| config.listen.to_string(), str::to_string);
+    format!("http://{host}")
+}
+
+/// `POST /api/sessions`
+pub async fn create_session(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let (url, viewport) = parse_create(&body)?;
+    let links_base = links_base(&app.config, &headers);
+    let session = app
+        .registry
+        .create(CreateRequest {
+            url,
+            viewport,
+            links_base,
+        })
+        .await?;
+    info!(session_id = %session.id(), "session created");
+    let view = serde_json::json!({ "id": session.id(), "links": session.links() });
+    let location = format!("/api/sessions/{}", session.id());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response())
+}
+
+/// `GET /api/sessions`
+pub async fn list_sessions(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let sessions: Vec<SessionView> = app
+        .registry
+        .list()
+        .iter()
+        .map(|s| s.info().into())
+        .collect();
+    Json(serde_json::json!({ "sessions": sessions }))
+}
+
+fn find(app: &AppState, id: &str) -> Result<SessionHandle, AppError> {
+    app.registry
+        .get(id)
+        .ok_or(AppError::NotFound("session not found"))
+}
+
+/// `GET /api/sessions/{id}`
+pub async fn get_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, AppError> {
+    Ok(Json(find(&app, &id)?.info().into()))
+}
+
+/// `DELETE /api/sessions/{id}`: ends the session and answers once its browser is closed.
+pub async fn delete_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let session = find(&app, &id)?;
+    session.end("the session was ended through the API");
+    let limit = app.config.shutdown_grace * 2;
+    if !session.wait_finished(limit).await {
+        return Err(AppError::Internal(format!(
+            "session {id} did not finish within {limit:?}"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Any other `/api/*` path.
+pub async fn api_not_found() -> AppError {
+    AppError::NotFound("no such API endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_http_urls_only() {
+        assert_eq!(
+            validate_url("https://example.com").as_deref(),
+            Ok("https://example.com/")
+        );
+        assert!(validate_url(" http://127.0.0.1:9/x?y ").is_ok());
+        for bad in [
+            "",
+            "example.com",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "chrome://version",
+            "http://",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad}");
+        }
+        assert!(validate_url(&format!("https://e.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+    }
+
+    #[test]
+    fn create_body_is_strict() {
+        assert!(parse_create(br#"{"url":"https://e.com"}"#).is_ok());
+        for bad in [
+            &b"not json"[..],
+            br#"{}"#,
+            br#"{"url": 5}"#,
+            br#"{"url":"https://e.com","width":-1}"#,
+            br#"{"url":"https://e.com","width":100000}"#,
+            br#"{"url":"https://e.com","height":1.5}"#,
+            br#"{"url":"https://e.com","widht":800}"#,
+        ] {
+            assert!(
+                matches!(parse_create(bad), Err(AppError::BadRequest(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

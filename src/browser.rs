@@ -1,0 +1,467 @@
+//! Chromium: one process per session, launched and terminated here, and every CDP call cobrowse
+//! makes. No other module spawns processes or speaks CDP.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use base64::Engine;
+use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    InsertTextParams, MouseButton as CdpMouseButton,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    EventFrameNavigated, EventScreencastFrame, NavigateParams, ScreencastFrameAckParams,
+    StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+};
+use chromiumoxide::cdp::browser_protocol::target::{
+    CloseTargetParams, CreateTargetParams, GetTargetsParams,
+};
+use chromiumoxide::Page;
+use futures::stream::FuturesUnordered;
+use futures::{Future, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace, warn};
+
+use crate::config::Viewport;
+use crate::input::{FrameGeometry, Input, KeyKind, MouseButton, MouseKind};
+use crate::screen::ScreenPublisher;
+
+/// How long Chromium may take to print its DevTools address.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// CDP commands of one session's input that may await their reply at once.
+const MAX_INPUT_IN_FLIGHT: usize = 64;
+
+/// Flags every session's Chromium gets on top of chromiumoxide's defaults (which already include
+/// `--disable-background-networking`, `--disable-sync`, `--no-first-run`,
+/// `--disable-background-timer-throttling` and `--disable-backgrounding-occluded-windows`).
+/// Written without the leading `--` (chromiumoxide adds it).
+const EXTRA_FLAGS: &[&str] = &[
+    "disable-component-update",
+    "disable-quic",
+    // Keep animations and timers running at full rate in a page nobody "looks at" locally.
+    "disable-renderer-backgrounding",
+    // Containers often have a 64 MB /dev/shm; Chromium then crashes on big pages.
+    "disable-dev-shm-usage",
+    // Frames carry the page's colours unchanged (tests compare them; so do users).
+    "force-color-profile=srgb",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    #[error("could not prepare a browser profile: {0}")]
+    Profile(#[from] std::io::Error),
+    #[error("could not configure Chromium: {0}")]
+    Config(String),
+    #[error("Chromium failed to start: {0}")]
+    Launch(chromiumoxide::error::CdpError),
+    #[error("Chromium did not answer: {0}")]
+    Cdp(#[from] chromiumoxide::error::CdpError),
+}
+
+/// What a session needs to launch its browser.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    pub chromium: PathBuf,
+    pub viewport: Viewport,
+    pub jpeg_quality: u8,
+}
+
+/// A running Chromium with the one page the session shows. Owned by the session task; dropping it
+/// kills the process (chromiumoxide sets `kill_on_drop`), [`Browser::close`] does it politely.
+pub struct Browser {
+    browser: CdpBrowser,
+    page: Page,
+    /// Polls chromiumoxide's handler; it ends (and cancels `gone`) when the browser is gone.
+    handler_task: tokio::task::JoinHandle<()>,
+    gone: CancellationToken,
+    pid: Option<u32>,
+    options: LaunchOptions,
+    /// Profile and launcher script; removed from disk when the browser is dropped.
+    _workdir: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Launches Chromium with a fresh profile and opens a blank page of the session's size.
+    pub async fn launch(options: LaunchOptions) -> Result<Self, BrowserError> {
+        let workdir = tempfile::Builder::new().prefix("cobrowse-").tempdir()?;
+        let executable = launcher(workdir.path(), &options.chromium)?;
+        let Viewport { width, height } = options.viewport;
+        let mut builder = BrowserConfig::builder()
+            .chrome_executable(executable)
+            .new_headless_mode()
+            .user_data_dir(workdir.path().join("profile"))
+            .viewport(None)
+            .window_size(width, height)
+            .respect_https_errors()
+            .launch_timeout(LAUNCH_TIMEOUT)
+            .args(EXTRA_FLAGS.iter().copied());
+        if rustix::process::geteuid().is_root() {
+            // Chromium refuses to start as root with its sandbox on.
+            builder = builder.no_sandbox();
+        }
+        let config = builder.build().map_err(BrowserError::Config)?;
+        let (mut browser, mut handler) = CdpBrowser::launch(config)
+            .await
+            .map_err(BrowserError::Launch)?;
+        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
+
+        let gone = CancellationToken::new();
+        let handler_gone = gone.clone();
+        let handler_task = tokio::spawn(async move {
+            // Keep polling after errors: breaking out would make every later call hang.
+            while let Some(event) = handler.next().await {
+                if let Err(e) = event {
+                    debug!(error = %e, "CDP handler error");
+                }
+            }
+            handler_gone.cancel();
+        });
+
+        let page = match open_page(&browser, options.viewport).await {
+            Ok(page) => page,
+            Err(e) => {
+                shutdown(&mut browser, &handler_task, pid, Duration::from_secs(2)).await;
+                return Err(e);
+            }
+        };
+        Ok(Browser {
+            browser,
+            page,
+            handler_task,
+            gone,
+            pid,
+            options,
+            _workdir: workdir,
+        })
+    }
+
+    /// Process id of the Chromium browser process.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Cancelled when the browser process or its CDP connection is gone.
+    pub fn gone(&self) -> CancellationToken {
+        self.gone.clone()
+    }
+
+    /// Starts navigating the page. Returns at once: the outcome shows on the screen (Chromium
+    /// renders its own error page) and in the navigation events.
+    pub fn navigate(&self, url: &str) {
+        let page = self.page.clone();
+        let params = NavigateParams::new(url);
+        tokio::spawn(async move {
+            match page.execute(params).await {
+                Ok(reply) => {
+                    if let Some(error) = &reply.result.error_text {
+                        info!(%error, "navigation failed");
+                    }
+                }
+                Err(e) => debug!(error = %e, "navigate command failed"),
+            }
+        });
+    }
+
+    pub async fn start_screencast(&self) -> Result<(), BrowserError> {
+        let Viewport { width, height } = self.options.viewport;
+        let params = StartScreencastParams::builder()
+            .format(StartScreencastFormat::Jpeg)
+            .quality(i64::from(self.options.jpeg_quality))
+            .max_width(i64::from(width))
+            .max_height(i64::from(height))
+            .every_nth_frame(1)
+            .build();
+        self.page.execute(params).await?;
+        Ok(())
+    }
+
+    pub async fn stop_screencast(&self) -> Result<(), BrowserError> {
+        self.page.execute(StopScreencastParams::default()).await?;
+        Ok(())
+    }
+
+    /// Starts the task that turns screencast frames into screen versions. It acks each frame as
+    /// soon as it arrives (Chromium stops capturing with 3 unacked) and ends with `cancel`.
+    pub async fn spawn_frame_pump(
+        &self,
+        mut publisher: ScreenPublisher,
+        cancel: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BrowserError> {
+        let mut frames = self.page.event_listener::<EventScreencastFrame>().await?;
+        let page = self.page.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    frame = frames.next() => match frame { Some(f) => f, None => break },
+                };
+                // The ack goes out on the join's first poll, before the decode work.
+                let ack = page.execute(ScreencastFrameAckParams::new(frame.session_id));
+                let publish = async {
+                    let data: &str = frame.data.as_ref();
+                    match base64::engine::general_purpose::STANDARD.decode(data) {
+                        Ok(jpeg) => {
+                            let m = &frame.metadata;
+                            let seq = publisher.publish_jpeg(
+                                &jpeg,
+                                m.device_width,
+                                m.device_height,
+                                m.offset_top,
+                            );
+                            trace!(?seq, bytes = jpeg.len(), "frame");
+                            if seq.is_none() {
+                                warn!("screencast frame without a readable JPEG header dropped");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
+                    }
+                };
+                let (acked, ()) = tokio::join!(ack, publish);
+                if let Err(e) = acked {
+                    debug!(error = %e, "screencast ack failed");
+                }
+            }
+        }))
+    }
+
+    /// Main-frame navigations of the page, as URLs.
+    pub async fn navigations(
+        &self,
+    ) -> Result<Pin<Box<dyn Stream<Item = String> + Send>>, BrowserError> {
+        let events = self.page.event_listener::<EventFrameNavigated>().await?;
+        Ok(Box::pin(events.filter_map(|e| async move {
+            e.frame
+                .parent_id
+                .is_none()
+                .then(|| e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""))
+        })))
+    }
+
+    /// Starts the task that sends input into the page, in order, until `inputs` closes or
+    /// `cancel` fires. Coordinates are already page CSS pixels.
+    pub fn spawn_input(
+        &self,
+        inputs: mpsc::Receiver<Input>,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run_input(self.page.clone(), inputs, cancel))
+    }
+
+    /// Closes the browser: asks Chromium to quit, waits up to `grace`, then kills it. Removes the
+    /// profile. Never leaves a process behind.
+    pub async fn close(mut self, grace: Duration) {
+        shutdown(&mut self.browser, &self.handler_task, self.pid, grace).await;
+    }
+}
+
+async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, BrowserError> {
+    let target = CreateTargetParams::builder()
+        .url("about:blank")
+        .new_window(true)
+        .build()
+        .map_err(BrowserError::Config)?;
+    let page = browser.new_page(target).await?;
+    // Chromium starts with a tab of its own; it would only cost memory.
+    if let Ok(targets) = browser.execute(GetTargetsParams::default()).await {
+        for target in &targets.target_infos {
+            if target.r#type == "page" && &target.target_id != page.target_id() {
+                let _ = browser
+                    .execute(CloseTargetParams::new(target.target_id.clone()))
+                    .await;
+            }
+        }
+    }
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        viewport.width,
+        viewport.height,
+        1.0,
+        false,
+    ))
+    .await?;
+    Ok(page)
+}
+
+/// Asks Chromium to quit, waits up to `grace`, then kills it and reaps the process.
+async fn shutdown(
+    browser: &mut CdpBrowser,
+    handler_task: &tokio::task::JoinHandle<()>,
+    pid: Option<u32>,
+    grace: Duration,
+) {
+    if tokio::time::timeout(grace, browser.close()).await.is_err() {
+        debug!(?pid, "Browser.close timed out");
+    }
+    match tokio::time::timeout(grace, browser.wait()).await {
+        Ok(_) => debug!(?pid, "Chromium exited"),
+        Err(_) => {
+            warn!(?pid, "Chromium did not exit in time; killing it");
+            let _ = browser.kill().await;
+        }
+    }
+    handler_task.abort();
+}
+
+/// Geometry used for input before the first frame arrives: the page at 1:1.
+pub fn default_geometry(viewport: Viewport) -> FrameGeometry {
+    FrameGeometry {
+        image_width: f64::from(viewport.width),
+        image_height: f64::from(viewport.height),
+        css_width: f64::from(viewport.width),
+        css_height: f64::from(viewport.height),
+        offset_top: 0.0,
+    }
+}
+
+type Reply = Pin<Box<dyn Future<Output = Result<(), chromiumoxide::error::CdpError>> + Send>>;
+
+async fn run_input(page: Page, mut inputs: mpsc::Receiver<Input>, cancel: CancellationToken) {
+    let mut in_flight: FuturesUnordered<Reply> = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(e) = result {
+                    debug!(error = %e, "input command failed");
+                }
+            }
+            input = inputs.recv(), if in_flight.len() < MAX_INPUT_IN_FLIGHT => {
+                let Some(input) = input else { break };
+                let mut reply = match command_for(&page, input) {
+                    Ok(reply) => reply,
+                    Err(e) => { debug!(error = %e, "input command not built"); continue; }
+                };
+                // chromiumoxide sends a command to Chromium on its future's first poll. Polling here,
+                // before the next input is read, keeps input in order while the replies (a mouse move
+                // waits ~16 ms for a frame) are awaited concurrently.
+                if let Poll::Ready(Err(e)) = futures::poll!(reply.as_mut()) {
+                    debug!(error = %e, "input command failed");
+                } else {
+                    in_flight.push(reply);
+                }
+            }
+        }
+    }
+}
+
+fn command_for(page: &Page, input: Input) -> Result<Reply, chromiumoxide::error::CdpError> {
+    fn boxed<T>(fut: chromiumoxide::handler::commandfuture::CommandFuture<T>) -> Reply
+    where
+        T: chromiumoxide::types::Command + Send + 'static,
+        T::Response: Send,
+    {
+        Box::pin(async move { fut.await.map(|_| ()) })
+    }
+    Ok(match input {
+        Input::Mouse {
+            kind,
+            x,
+            y,
+            button,
+            buttons,
+            click_count,
+            modifiers,
+        } => {
+            let kind = match kind {
+                MouseKind::Moved => DispatchMouseEventType::MouseMoved,
+                MouseKind::Pressed => DispatchMouseEventType::MousePressed,
+                MouseKind::Released => DispatchMouseEventType::MouseReleased,
+            };
+            let params = DispatchMouseEventParams::builder()
+                .r#type(kind)
+                .x(x)
+                .y(y)
+                .button(cdp_button(button))
+                .buttons(i64::from(buttons))
+                .click_count(i64::from(click_count))
+                .modifiers(i64::from(modifiers))
+                .build()
+                .map_err(chromiumoxide::error::CdpError::msg)?;
+            boxed(page.command_future(params)?)
+        }
+        Input::Wheel {
+            x,
+            y,
+            delta_x,
+            delta_y,
+            modifiers,
+        } => {
+            let params = DispatchMouseEventParams::builder()
+                .r#type(DispatchMouseEventType::MouseWheel)
+                .x(x)
+                .y(y)
+                .delta_x(delta_x)
+                .delta_y(delta_y)
+                .modifiers(i64::from(modifiers))
+                .build()
+                .map_err(chromiumoxide::error::CdpError::msg)?;
+            boxed(page.command_future(params)?)
+        }
+        Input::Key(key) => {
+            let kind = match key.kind {
+                KeyKind::KeyDown => DispatchKeyEventType::KeyDown,
+                KeyKind::RawKeyDown => DispatchKeyEventType::RawKeyDown,
+                KeyKind::KeyUp => DispatchKeyEventType::KeyUp,
+            };
+            let mut builder = DispatchKeyEventParams::builder()
+                .r#type(kind)
+                .key(key.key)
+                .code(key.code)
+                .windows_virtual_key_code(i64::from(key.windows_virtual_key_code))
+                .native_virtual_key_code(i64::from(key.windows_virtual_key_code))
+                .location(i64::from(key.location))
+                .modifiers(i64::from(key.modifiers))
+                .auto_repeat(key.auto_repeat)
+                .is_keypad(key.location == 3);
+            if let Some(text) = key.text {
+                builder = builder.unmodified_text(text.clone()).text(text);
+            }
+            let params = builder
+                .build()
+                .map_err(chromiumoxide::error::CdpError::msg)?;
+            boxed(page.command_future(params)?)
+        }
+        Input::Text(text) => boxed(page.command_future(InsertTextParams::new(text))?),
+    })
+}
+
+fn cdp_button(button: MouseButton) -> CdpMouseButton {
+    match button {
+        MouseButton::None => CdpMouseButton::None,
+        MouseButton::Left => CdpMouseButton::Left,
+        MouseButton::Middle => CdpMouseButton::Middle,
+        MouseButton::Right => CdpMouseButton::Right,
+    }
+}
+
+/// Writes a launcher script that starts Chromium with `setpriv --pdeathsig KILL`, so the kernel
+/// kills Chromium if the cobrowse process dies without closing it (SIGKILL, OOM, crash): no
+/// orphaned browser, ever. Without `setpriv` on the machine, Chromium is started directly.
+///
+/// The death signal fires when the *thread* that spawned the process exits; Chromium is spawned
+/// from a tokio worker thread, which lives as long as the runtime.
+fn launcher(dir: &Path, chromium: &Path) -> Result<PathBuf, BrowserError> {
+    let Some(setpriv) = crate::config::resolve_executable("setpriv") else {
+        warn!("setpriv not found: Chromium will not be killed if cobrowse dies abruptly");
+        return Ok(chromium.to_path_buf());
+    };
+    let script = dir.join("chromium-launcher");
+    let body = format!(
+        "#!/bin/sh\nexec {} --pdeathsig KILL -- {} \"$@\"\n",
+        shell_quote(&setpriv.to_string_lossy()),
+        shell_quote(&chromium.to_string_lossy())
+    );
+    std::fs::write(&script, body)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))?;
+    Ok(script)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -1,0 +1,451 @@
+//! Viewer input turned into browser input: coordinates mapped from the viewer's frame image to the
+//! page's CSS pixels, keys given the fields Chromium needs. Pure logic; `browser` sends the result.
+
+use crate::protocol::{
+    KeyAction, KeyMessage, MouseAction, MouseMessage, WheelMessage, WireButton, MAX_TEXT_CHARS,
+};
+
+/// Modifier bits, as CDP and the wire protocol both define them.
+pub const MOD_ALT: u8 = 1;
+pub const MOD_CTRL: u8 = 2;
+pub const MOD_META: u8 = 4;
+pub const MOD_SHIFT: u8 = 8;
+const MOD_ALL: u8 = MOD_ALT | MOD_CTRL | MOD_META | MOD_SHIFT;
+
+/// Longest `key` or `code` string accepted (the longest real one, "AudioVolumeMute"-like, is < 32).
+const MAX_KEY_NAME: usize = 32;
+/// Largest wheel delta accepted per message, in CSS pixels.
+const MAX_WHEEL_DELTA: f64 = 10_000.0;
+
+/// How a frame image maps onto the page, from the screencast frame's metadata.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameGeometry {
+    /// Size of the frame image in pixels.
+    pub image_width: f64,
+    pub image_height: f64,
+    /// Size of the page area the image shows, in CSS pixels (`deviceWidth/deviceHeight`).
+    pub css_width: f64,
+    pub css_height: f64,
+    /// Top offset of the captured area in CSS pixels (`offsetTop`).
+    pub offset_top: f64,
+}
+
+impl FrameGeometry {
+    /// Maps a point in image pixels to page CSS pixels, clamped to the page.
+    pub fn to_css(&self, x: f64, y: f64) -> (f64, f64) {
+        let sx = if self.image_width > 0.0 {
+            self.css_width / self.image_width
+        } else {
+            1.0
+        };
+        let sy = if self.image_height > 0.0 {
+            self.css_height / self.image_height
+        } else {
+            1.0
+        };
+        let cx = (x * sx).clamp(0.0, (self.css_width - 1.0).max(0.0));
+        let cy = (y * sy).clamp(0.0, (self.css_height - 1.0).max(0.0)) + self.offset_top;
+        (cx, cy)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MouseButton {
+    None,
+    Left,
+    Middle,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MouseKind {
+    Moved,
+    Pressed,
+    Released,
+}
+
+/// How a key event is dispatched: `KeyDown` carries text, `RawKeyDown` does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    KeyDown,
+    RawKeyDown,
+    KeyUp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyEvent {
+    pub kind: KeyKind,
+    pub key: String,
+    pub code: String,
+    pub windows_virtual_key_code: u32,
+    /// Text the key types; `Some` only for `KeyDown`.
+    pub text: Option<String>,
+    pub location: u8,
+    pub modifiers: u8,
+    pub auto_repeat: bool,
+}
+
+/// One input event for the page, in page CSS pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Mouse {
+        kind: MouseKind,
+        x: f64,
+        y: f64,
+        button: MouseButton,
+        buttons: u8,
+        click_count: u8,
+        modifiers: u8,
+    },
+    Wheel {
+        x: f64,
+        y: f64,
+        delta_x: f64,
+        delta_y: f64,
+        modifiers: u8,
+    },
+    Key(KeyEvent),
+    /// Text inserted as if typed by an IME.
+    Text(String),
+}
+
+/// Why an input message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("coordinates must be finite numbers")]
+    BadCoordinates,
+    #[error("key name too long or empty")]
+    BadKey,
+    #[error("text longer than {MAX_TEXT_CHARS} characters")]
+    TextTooLong,
+}
+
+fn finite(values: &[f64]) -> Result<(), InputError> {
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(InputError::BadCoordinates)
+    }
+}
+
+pub fn mouse(msg: &MouseMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
+    finite(&[msg.x, msg.y])?;
+    let (x, y) = geometry.to_css(msg.x, msg.y);
+    let button = match msg.button {
+        WireButton::None => MouseButton::None,
+        WireButton::Left => MouseButton::Left,
+        WireButton::Middle => MouseButton::Middle,
+        WireButton::Right => MouseButton::Right,
+    };
+    let kind = match msg.action {
+        MouseAction::Move => MouseKind::Moved,
+        MouseAction::Down => MouseKind::Pressed,
+        MouseAction::Up => MouseKind::Released,
+    };
+    // A press or release always counts at least one click; Chromium ignores a press with 0.
+    let click_count = match kind {
+        MouseKind::Moved => 0,
+        _ => msg.clicks.clamp(1, 3),
+    };
+    Ok(Input::Mouse {
+        kind,
+        x,
+        y,
+        button,
+        buttons: msg.buttons & 0b111,
+        click_count,
+        modifiers: msg.mods & MOD_ALL,
+    })
+}
+
+pub fn wheel(msg: &WheelMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
+    finite(&[msg.x, msg.y, msg.dx, msg.dy])?;
+    let (x, y) = geometry.to_css(msg.x, msg.y);
+    Ok(Input::Wheel {
+        x,
+        y,
+        delta_x: msg.dx.clamp(-MAX_WHEEL_DELTA, MAX_WHEEL_DELTA),
+        delta_y: msg.dy.clamp(-MAX_WHEEL_DELTA, MAX_WHEEL_DELTA),
+        modifiers: msg.mods & MOD_ALL,
+    })
+}
+
+pub fn text(text: &str) -> Result<Input, InputError> {
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(InputError::TextTooLong);
+    }
+    Ok(Input::Text(text.to_string()))
+}
+
+/// Builds the key event Chromium needs from what the viewer's browser reported. Printable keys
+/// without Ctrl/Alt/Meta are `keyDown` with text (so the page gets `keypress`/`input`); everything
+/// else is `rawKeyDown` without text (so Ctrl+A is a shortcut, not an "a").
+pub fn key(msg: &KeyMessage) -> Result<Input, InputError> {
+    let bad = |s: &str| s.len() > MAX_KEY_NAME || s.chars().any(char::is_control);
+    if msg.key.is_empty() || bad(&msg.key) || bad(&msg.code) {
+        return Err(InputError::BadKey);
+    }
+    let modifiers = msg.mods & MOD_ALL;
+    let windows_virtual_key_code = virtual_key_code(&msg.code).unwrap_or(msg.key_code.min(255));
+    let kind = match msg.action {
+        KeyAction::Up => KeyKind::KeyUp,
+        KeyAction::Down => match key_text(&msg.key, modifiers) {
+            Some(_) => KeyKind::KeyDown,
+            None => KeyKind::RawKeyDown,
+        },
+    };
+    let text = match kind {
+        KeyKind::KeyDown => key_text(&msg.key, modifiers),
+        _ => None,
+    };
+    Ok(Input::Key(KeyEvent {
+        kind,
+        key: msg.key.clone(),
+        code: msg.code.clone(),
+        windows_virtual_key_code,
+        text,
+        location: msg.location.min(3),
+        modifiers,
+        auto_repeat: msg.repeat,
+    }))
+}
+
+/// The text a key press types, if any.
+fn key_text(key: &str, modifiers: u8) -> Option<String> {
+    if modifiers & (MOD_CTRL | MOD_ALT | MOD_META) != 0 {
+        return None;
+    }
+    if key == "Enter" {
+        return Some("\r".to_string());
+    }
+    let mut chars = key.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if !c.is_control() => Some(key.to_string()),
+        _ => None,
+    }
+}
+
+/// Windows virtual key code of a physical key (`KeyboardEvent.code`) on a US layout: what Chromium
+/// reports as `keyCode`. `None` for codes not on a US keyboard (the viewer's `keyCode` is used).
+pub fn virtual_key_code(code: &str) -> Option<u32> {
+    if let Some(letter) = code.strip_prefix("Key") {
+        let mut chars = letter.chars();
+        if let (Some(c @ 'A'..='Z'), None) = (chars.next(), chars.next()) {
+            return Some(c as u32);
+        }
+    }
+    if let Some(digit) = code.strip_prefix("Digit") {
+        return single_digit(digit).map(|d| 0x30 + d);
+    }
+    if let Some(digit) = code.strip_prefix("Numpad") {
+        if let Some(d) = single_digit(digit) {
+            return Some(0x60 + d);
+        }
+    }
+    if let Some(n) = code.strip_prefix('F').and_then(|n| n.parse::<u32>().ok()) {
+        return (1..=24).contains(&n).then_some(0x6F + n);
+    }
+    let vk = match code {
+        "Backspace" => 8,
+        "Tab" => 9,
+        "Enter" | "NumpadEnter" => 13,
+        "ShiftLeft" | "ShiftRight" => 16,
+        "ControlLeft" | "ControlRight" => 17,
+        "AltLeft" | "AltRight" => 18,
+        "Pause" => 19,
+        "CapsLock" => 20,
+        "Escape" => 27,
+        "Space" => 32,
+        "PageUp" => 33,
+        "PageDown" => 34,
+        "End" => 35,
+        "Home" => 36,
+        "ArrowLeft" => 37,
+        "ArrowUp" => 38,
+        "ArrowRight" => 39,
+        "ArrowDown" => 40,
+        "PrintScreen" => 44,
+        "Insert" => 45,
+        "Delete" => 46,
+        "MetaLeft" => 91,
+        "MetaRight" => 92,
+        "ContextMenu" => 93,
+        "NumpadMultiply" => 106,
+        "NumpadAdd" => 107,
+        "NumpadSubtract" => 109,
+        "NumpadDecimal" => 110,
+        "NumpadDivide" => 111,
+        "NumLock" => 144,
+        "ScrollLock" => 145,
+        "Semicolon" => 186,
+        "Equal" => 187,
+        "Comma" => 188,
+        "Minus" => 189,
+        "Period" => 190,
+        "Slash" => 191,
+        "Backquote" => 192,
+        "BracketLeft" => 219,
+        "Backslash" => 220,
+        "BracketRight" => 221,
+        "Quote" => 222,
+        "IntlBackslash" => 226,
+        _ => return None,
+    };
+    Some(vk)
+}
+
+fn single_digit(s: &str) -> Option<u32> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => c.to_digit(10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEOMETRY: FrameGeometry = FrameGeometry {
+        image_width: 640.0,
+        image_height: 360.0,
+        css_width: 1280.0,
+        css_height: 720.0,
+        offset_top: 0.0,
+    };
+
+    fn key_msg(action: KeyAction, key: &str, code: &str, mods: u8) -> KeyMessage {
+        KeyMessage {
+            action,
+            key: key.into(),
+            code: code.into(),
+            key_code: 0,
+            location: 0,
+            mods,
+            repeat: false,
+        }
+    }
+
+    fn key_event(input: Input) -> KeyEvent {
+        match input {
+            Input::Key(k) => k,
+            other => panic!("not a key: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_image_pixels_to_css_pixels() {
+        assert_eq!(GEOMETRY.to_css(320.0, 180.0), (640.0, 360.0));
+        // Clamped inside the page.
+        assert_eq!(GEOMETRY.to_css(-5.0, 9999.0), (0.0, 719.0));
+        let offset = FrameGeometry {
+            offset_top: 50.0,
+            ..GEOMETRY
+        };
+        assert_eq!(offset.to_css(0.0, 10.0), (0.0, 70.0));
+    }
+
+    #[test]
+    fn mouse_press_counts_clicks() {
+        let msg = MouseMessage {
+            action: MouseAction::Down,
+            x: 10.0,
+            y: 10.0,
+            button: WireButton::Left,
+            buttons: 1,
+            clicks: 0,
+            mods: 0xff,
+        };
+        let Input::Mouse {
+            click_count,
+            modifiers,
+            x,
+            ..
+        } = mouse(&msg, &GEOMETRY).expect("ok")
+        else {
+            panic!()
+        };
+        assert_eq!((click_count, modifiers, x), (1, MOD_ALL, 20.0));
+        let nan = MouseMessage { x: f64::NAN, ..msg };
+        assert_eq!(mouse(&nan, &GEOMETRY), Err(InputError::BadCoordinates));
+    }
+
+    #[test]
+    fn printable_keys_carry_text() {
+        let k = key_event(key(&key_msg(KeyAction::Down, "a", "KeyA", 0)).expect("ok"));
+        assert_eq!(
+            (k.kind, k.text.as_deref(), k.windows_virtual_key_code),
+            (KeyKind::KeyDown, Some("a"), 65)
+        );
+        let k = key_event(key(&key_msg(KeyAction::Down, "A", "KeyA", MOD_SHIFT)).expect("ok"));
+        assert_eq!(k.text.as_deref(), Some("A"));
+        let k = key_event(key(&key_msg(KeyAction::Down, "Enter", "Enter", 0)).expect("ok"));
+        assert_eq!(
+            (k.kind, k.text.as_deref(), k.windows_virtual_key_code),
+            (KeyKind::KeyDown, Some("\r"), 13)
+        );
+        let k = key_event(key(&key_msg(KeyAction::Down, " ", "Space", 0)).expect("ok"));
+        assert_eq!(k.text.as_deref(), Some(" "));
+    }
+
+    #[test]
+    fn shortcuts_and_named_keys_are_raw() {
+        let k = key_event(key(&key_msg(KeyAction::Down, "a", "KeyA", MOD_CTRL)).expect("ok"));
+        assert_eq!((k.kind, k.text), (KeyKind::RawKeyDown, None));
+        for (name, vk) in [
+            ("Backspace", 8),
+            ("Tab", 9),
+            ("ArrowLeft", 37),
+            ("Delete", 46),
+            ("Escape", 27),
+        ] {
+            let k = key_event(key(&key_msg(KeyAction::Down, name, name, 0)).expect("ok"));
+            assert_eq!(
+                (k.kind, k.windows_virtual_key_code),
+                (KeyKind::RawKeyDown, vk),
+                "{name}"
+            );
+        }
+        let k = key_event(key(&key_msg(KeyAction::Up, "a", "KeyA", 0)).expect("ok"));
+        assert_eq!((k.kind, k.text), (KeyKind::KeyUp, None));
+    }
+
+    #[test]
+    fn virtual_key_codes_follow_the_us_layout() {
+        assert_eq!(virtual_key_code("Digit7"), Some(0x37));
+        assert_eq!(virtual_key_code("Numpad7"), Some(0x67));
+        assert_eq!(virtual_key_code("F1"), Some(112));
+        assert_eq!(virtual_key_code("F24"), Some(135));
+        assert_eq!(virtual_key_code("F25"), None);
+        assert_eq!(virtual_key_code("Semicolon"), Some(186));
+        assert_eq!(virtual_key_code("KeyAB"), None);
+        // Unknown code: the viewer's keyCode is used.
+        let mut msg = key_msg(KeyAction::Down, "ü", "Unknown", 0);
+        msg.key_code = 186;
+        assert_eq!(
+            key_event(key(&msg).expect("ok")).windows_virtual_key_code,
+            186
+        );
+    }
+
+    #[test]
+    fn rejects_bad_keys_and_long_text() {
+        assert_eq!(
+            key(&key_msg(KeyAction::Down, "", "KeyA", 0)),
+            Err(InputError::BadKey)
+        );
+        assert_eq!(
+            key(&key_msg(KeyAction::Down, &"x".repeat(40), "KeyA", 0)),
+            Err(InputError::BadKey)
+        );
+        assert_eq!(
+            key(&key_msg(KeyAction::Down, "\u{7}", "KeyA", 0)),
+            Err(InputError::BadKey)
+        );
+        assert!(text(&"é".repeat(MAX_TEXT_CHARS)).is_ok());
+        assert_eq!(
+            text(&"é".repeat(MAX_TEXT_CHARS + 1)),
+            Err(InputError::TextTooLong)
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! cobrowse: a server-side headless-browser cobrowsing proxy. One Chromium per session, its
+//! screencast fanned out to every participant's web viewer, their input sent back into it.
+//!
+//! Module map (see `ARCHITECTURE.md` for the data flow and invariants):
+//! - [`config`]: command line / `COBROWSE_*` environment, validated into one [`config::Config`].
+//! - [`server`]: the HTTP router and [`server::run`], which serves until shutdown.
+//! - [`api`]: the management API (`/api/sessions`) and the HTTP error type.
+//! - [`ws`]: a participant's WebSocket: checks before the upgrade, writer and reader tasks.
+//! - [`protocol`]: the viewer wire format (binary frames, JSON messages), `docs/protocol.md`.
+//! - [`registry`]: the table of sessions, creation with limits, shutdown of them all.
+//! - [`session`]: one session: participants, roles, the driver task that owns the browser.
+//! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
+//! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
+//! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
+//! - [`token`]: random ids and capabilities, constant-time comparison.
+//! - [`assets`]: the viewer's files, embedded in the binary.
+
+pub mod api;
+pub mod assets;
+pub mod browser;
+pub mod config;
+pub mod input;
+pub mod protocol;
+pub mod registry;
+pub mod screen;
+pub mod server;
+pub mod session;
+pub mod token;
+pub mod ws;

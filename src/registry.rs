@@ -1,0 +1,182 @@
+//! The table of live sessions: creation (with its capacity limit), lookup, and ending them all at
+//! shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::browser::{Browser, BrowserError, LaunchOptions};
+use crate::config::{Config, Viewport};
+use crate::session::{NewSession, SessionHandle, Tokens};
+use crate::token::{random_string, ID_BYTES, TOKEN_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("session limit reached ({0} sessions)")]
+    Full(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    #[error("no randomness available: {0}")]
+    Random(getrandom::Error),
+}
+
+/// A validated request for a new session.
+pub struct CreateRequest {
+    pub url: String,
+    pub viewport: Viewport,
+    /// Scheme/host/port the join links start with.
+    pub links_base: String,
+}
+
+struct Table {
+    sessions: HashMap<String, SessionHandle>,
+    /// Sessions whose browser is launching; they count against the limit.
+    launching: usize,
+}
+
+pub struct Registry {
+    config: Arc<Config>,
+    table: Mutex<Table>,
+    /// Cancelled when the server shuts down; every session's token is a child of it.
+    shutdown: CancellationToken,
+    /// Tracks launches and session drivers, so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Registry {
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Registry {
+            config,
+            table: Mutex::new(Table {
+                sessions: HashMap::new(),
+                launching: 0,
+            }),
+            shutdown,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // Every write under this lock is a single map or counter operation: a poisoned lock still
+        // holds a consistent table.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn get(&self, id: &str) -> Option<SessionHandle> {
+        self.table().sessions.get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<SessionHandle> {
+        let mut list: Vec<_> = self.table().sessions.values().cloned().collect();
+        list.sort_by(|a, b| a.id().cmp(b.id()));
+        list
+    }
+
+    /// Launches a browser and registers a session around it. The launch runs in its own task: a
+    /// client that hangs up mid-launch neither aborts it halfway nor leaves a stray Chromium.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateRequest,
+    ) -> Result<SessionHandle, CreateError> {
+        if self.shutdown.is_cancelled() {
+            return Err(CreateError::ShuttingDown);
+        }
+        {
+            let mut table = self.table();
+            if table.sessions.len() + table.launching >= self.config.max_sessions {
+                return Err(CreateError::Full(self.config.max_sessions));
+            }
+            table.launching += 1;
+        }
+        let this = Arc::clone(self);
+        let launch = self.tracker.spawn(async move {
+            let result = this.launch(request).await;
+            this.table().launching -= 1;
+            result
+        });
+        match launch.await {
+            Ok(result) => result,
+            Err(e) => {
+                warn!(error = %e, "session launch task failed");
+                Err(CreateError::ShuttingDown)
+            }
+        }
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        request: CreateRequest,
+    ) -> Result<SessionHandle, CreateError> {
+        let id = random_string(ID_BYTES).map_err(CreateError::Random)?;
+        let tokens = Tokens {
+            owner: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
+            controller: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
+            viewer: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
+        };
+        let browser = Browser::launch(LaunchOptions {
+            chromium: self.config.chromium.clone(),
+            viewport: request.viewport,
+            jpeg_quality: self.config.jpeg_quality,
+        })
+        .await?;
+        if self.shutdown.is_cancelled() {
+            browser.close(self.config.shutdown_grace).await;
+            return Err(CreateError::ShuttingDown);
+        }
+        let new = NewSession {
+            id: id.clone(),
+            start_url: request.url,
+            viewport: request.viewport,
+            tokens,
+            links_base: request.links_base,
+            max_participants: self.config.max_participants,
+            idle_timeout: self.config.idle_timeout,
+            close_grace: self.config.shutdown_grace,
+        };
+        let registry = Arc::downgrade(self);
+        let on_finished = move |id: &str| {
+            if let Some(registry) = registry.upgrade() {
+                registry.table().sessions.remove(id);
+            }
+        };
+        let handle =
+            SessionHandle::start(new, browser, &self.shutdown, &self.tracker, on_finished).await?;
+        self.table().sessions.insert(id.clone(), handle.clone());
+        // A session that died before it was inserted has already run `on_finished`; its cancel
+        // token fired before that, so this check cannot miss it.
+        if handle.cancelled().is_cancelled() {
+            self.table().sessions.remove(&id);
+        }
+        Ok(handle)
+    }
+
+    /// Ends every session and waits up to `grace` (plus the browsers' own close time) for their
+    /// browsers to close. Browsers still running after that are killed when their owner drops.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let count = self.table().sessions.len();
+        info!(sessions = count, "ending every session");
+        if tokio::time::timeout(grace * 2, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = self.table().sessions.len(),
+                "sessions did not end within the grace period"
+            );
+        } else {
+            info!("every session ended");
+        }
+    }
+}

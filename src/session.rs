@@ -1,0 +1,494 @@
+//! A cobrowsing session: one Chromium, its screen, its participants. One driver task owns the
+//! browser; everyone else holds a cloneable [`SessionHandle`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::browser::Browser;
+use crate::config::Viewport;
+use crate::input::{FrameGeometry, Input};
+use crate::protocol::{Links, ServerMessage};
+use crate::screen::{ScreenPublisher, ScreenWatch};
+use crate::token::constant_time_eq;
+
+/// Input events queued between the participants and the browser. A full queue makes the sending
+/// participant's reader wait (backpressure on that participant), it never drops input.
+const INPUT_QUEUE: usize = 256;
+/// Events (presence, navigation) buffered per participant. A participant that lags further
+/// behind gets a fresh snapshot of the state instead (see `ws`).
+pub const EVENT_BUFFER: usize = 64;
+
+/// What a participant may do; decided by the server from the join token, never by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Controller,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Controller => "controller",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Whether input from this role reaches the page.
+    pub fn can_input(self) -> bool {
+        matches!(self, Role::Owner | Role::Controller)
+    }
+}
+
+/// The join capability of each role. Secret: never logged, never sent to other roles.
+pub struct Tokens {
+    pub owner: String,
+    pub controller: String,
+    pub viewer: String,
+}
+
+impl Tokens {
+    /// The role a token grants. Compares against every role's token in constant time.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        let t = token.as_bytes();
+        let owner = constant_time_eq(t, self.owner.as_bytes());
+        let controller = constant_time_eq(t, self.controller.as_bytes());
+        let viewer = constant_time_eq(t, self.viewer.as_bytes());
+        match (owner, controller, viewer) {
+            (true, _, _) => Some(Role::Owner),
+            (_, true, _) => Some(Role::Controller),
+            (_, _, true) => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of a session, written by its tasks, read by the API.
+#[derive(Default)]
+pub struct Stats {
+    /// Frames sent to participants (all participants together). Written by each writer task.
+    pub frames_sent: AtomicU64,
+    /// Bytes of screen data sent to participants. Written by each writer task.
+    pub bytes_sent: AtomicU64,
+}
+
+/// Mutable state behind a short lock; never held across an `.await`.
+struct State {
+    /// Connected participants by id. Written by `join` and `Participant::drop`.
+    participants: HashMap<String, Role>,
+    /// Numbers participant ids; only grows.
+    next_participant: u64,
+    /// URL of the page's main frame. Written by the driver on every navigation.
+    url: String,
+    /// Why the session ended; set once, before `cancel` fires.
+    end_reason: Option<String>,
+}
+
+/// Everything the tasks of a session share. Lives as long as any handle or participant.
+struct Shared {
+    id: String,
+    created: SystemTime,
+    start_url: String,
+    viewport: Viewport,
+    tokens: Tokens,
+    /// Scheme/host/port join links start with.
+    links_base: String,
+    max_participants: usize,
+    screen: ScreenWatch,
+    input: mpsc::Sender<Input>,
+    /// JSON events for every participant (serialised once).
+    events: broadcast::Sender<Arc<str>>,
+    /// Number of connected participants; the driver starts/stops the screencast on it.
+    participant_count: watch::Sender<usize>,
+    state: Mutex<State>,
+    stats: Stats,
+    browser_pid: Option<u32>,
+    /// Fired to end the session (API, idle, browser death, server shutdown).
+    cancel: CancellationToken,
+    /// The server's shutdown token (the parent of `cancel`).
+    server_shutdown: CancellationToken,
+    /// Fired by the driver once the browser is closed and the session unregistered.
+    finished: CancellationToken,
+}
+
+/// A cloneable reference to a live (or just ended) session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+/// A snapshot of a session for the API.
+pub struct SessionInfo {
+    pub id: String,
+    pub created: SystemTime,
+    pub start_url: String,
+    pub url: String,
+    pub viewport: Viewport,
+    pub participants: usize,
+    pub frames_produced: u32,
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
+    pub browser_pid: Option<u32>,
+    pub links: Links,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("participant limit reached")]
+    Full,
+    #[error("session ended")]
+    Ended,
+}
+
+/// What the registry needs to build a session around a launched browser.
+pub struct NewSession {
+    pub id: String,
+    pub start_url: String,
+    pub viewport: Viewport,
+    pub tokens: Tokens,
+    pub links_base: String,
+    pub max_participants: usize,
+    pub idle_timeout: Duration,
+    pub close_grace: Duration,
+}
+
+impl SessionHandle {
+    /// Wires a session around its browser and starts the driver task. `on_finished` runs once the
+    /// browser is closed (the registry unregisters the session there).
+    pub(crate) async fn start(
+        new: NewSession,
+        browser: Browser,
+        server_shutdown: &CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+        on_finished: impl FnOnce(&str) + Send + 'static,
+    ) -> Result<SessionHandle, crate::browser::BrowserError> {
+        let (publisher, screen) = ScreenPublisher::new();
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let cancel = server_shutdown.child_token();
+        let shared = Arc::new(Shared {
+            id: new.id,
+            created: SystemTime::now(),
+            start_url: new.start_url.clone(),
+            viewport: new.viewport,
+            tokens: new.tokens,
+            links_base: new.links_base,
+            max_participants: new.max_participants,
+            screen,
+            input: input_tx,
+            events,
+            participant_count: watch::Sender::new(0),
+            state: Mutex::new(State {
+                participants: HashMap::new(),
+                next_participant: 1,
+                url: new.start_url.clone(),
+                end_reason: None,
+            }),
+            stats: Stats::default(),
+            browser_pid: browser.pid(),
+            cancel: cancel.clone(),
+            server_shutdown: server_shutdown.clone(),
+            finished: CancellationToken::new(),
+        });
+        let handle = SessionHandle { shared };
+        // Listeners are registered before anything can paint or navigate.
+        let listeners = async {
+            let pump = browser.spawn_frame_pump(publisher, cancel.clone()).await?;
+            Ok::<_, crate::browser::BrowserError>((pump, browser.navigations().await?))
+        };
+        let (pump, navigations) = match listeners.await {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                browser.close(new.close_grace).await;
+                return Err(e);
+            }
+        };
+        let input = browser.spawn_input(input_rx, cancel.clone());
+        browser.navigate(&new.start_url);
+        let span = tracing::info_span!("session", session_id = %handle.id());
+        let driver = Driver {
+            handle: handle.clone(),
+            idle_timeout: new.idle_timeout,
+            close_grace: new.close_grace,
+        };
+        tracker.spawn(
+            async move {
+                driver.run(browser, navigations, vec![pump, input]).await;
+                on_finished(driver.handle.id());
+                driver.handle.shared.finished.cancel();
+            }
+            .instrument(span),
+        );
+        Ok(handle)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written (every write is a
+        // single assignment or map operation), so a poisoned lock is still usable.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        self.shared.tokens.role_of(token)
+    }
+
+    pub fn links(&self) -> Links {
+        let link = |token: &str| {
+            format!(
+                "{}/s/{}#token={}",
+                self.shared.links_base, self.shared.id, token
+            )
+        };
+        let t = &self.shared.tokens;
+        Links {
+            owner: link(&t.owner),
+            controller: link(&t.controller),
+            viewer: link(&t.viewer),
+        }
+    }
+
+    pub fn viewport(&self) -> Viewport {
+        self.shared.viewport
+    }
+
+    pub fn url(&self) -> String {
+        self.state().url.clone()
+    }
+
+    pub fn screen(&self) -> ScreenWatch {
+        self.shared.screen.clone()
+    }
+
+    /// Geometry of the current screen, for mapping input coordinates.
+    pub fn geometry(&self) -> FrameGeometry {
+        match self.shared.screen.borrow().as_ref() {
+            Some(frame) => frame.geometry,
+            None => crate::browser::default_geometry(self.shared.viewport),
+        }
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn participant_count(&self) -> usize {
+        *self.shared.participant_count.borrow()
+    }
+
+    /// Queues input for the page. Waits while the queue is full; fails only once the session ended.
+    pub async fn send_input(&self, input: Input) -> Result<(), JoinError> {
+        self.shared
+            .input
+            .send(input)
+            .await
+            .map_err(|_| JoinError::Ended)
+    }
+
+    /// Fired when the session ends.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.shared.cancel.clone()
+    }
+
+    /// Whether the session ends because the whole server shuts down.
+    pub fn server_shutting_down(&self) -> bool {
+        self.shared.server_shutdown.is_cancelled()
+    }
+
+    pub fn end_reason(&self) -> String {
+        match self.state().end_reason.clone() {
+            Some(reason) => reason,
+            None if self.server_shutting_down() => "the server is shutting down".to_string(),
+            None => "the session ended".to_string(),
+        }
+    }
+
+    /// Ends the session (idempotent). The first reason given wins.
+    pub fn end(&self, reason: &str) {
+        {
+            let mut state = self.state();
+            if state.end_reason.is_none() {
+                state.end_reason = Some(reason.to_string());
+            }
+        }
+        self.shared.cancel.cancel();
+    }
+
+    /// Waits until the browser is closed, at most `limit`. Returns whether it finished.
+    pub async fn wait_finished(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.shared.finished.cancelled())
+            .await
+            .is_ok()
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        let (participants, url) = {
+            let state = self.state();
+            (state.participants.len(), state.url.clone())
+        };
+        SessionInfo {
+            id: self.shared.id.clone(),
+            created: self.shared.created,
+            start_url: self.shared.start_url.clone(),
+            url,
+            viewport: self.shared.viewport,
+            participants,
+            frames_produced: self.shared.screen.borrow().as_ref().map_or(0, |f| f.seq),
+            frames_sent: self.shared.stats.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
+            browser_pid: self.shared.browser_pid,
+            links: self.links(),
+        }
+    }
+
+    /// Adds a participant. The returned guard removes it when dropped.
+    pub fn join(&self, role: Role) -> Result<Participant, JoinError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(JoinError::Ended);
+        }
+        let (id, count) = {
+            let mut state = self.state();
+            if state.participants.len() >= self.shared.max_participants {
+                return Err(JoinError::Full);
+            }
+            let id = format!("p{}", state.next_participant);
+            state.next_participant += 1;
+            state.participants.insert(id.clone(), role);
+            (id, state.participants.len())
+        };
+        self.shared.participant_count.send_replace(count);
+        self.broadcast(&ServerMessage::Presence { count });
+        info!(session_id = %self.id(), participant = %id, role = role.as_str(), "participant joined");
+        Ok(Participant {
+            session: self.clone(),
+            id,
+            role,
+        })
+    }
+
+    fn broadcast(&self, message: &ServerMessage<'_>) {
+        // No receivers is fine: nobody is connected.
+        let _ = self.shared.events.send(Arc::from(message.to_json()));
+    }
+}
+
+/// A connected participant. Dropping it is the one place a participant leaves.
+pub struct Participant {
+    session: SessionHandle,
+    id: String,
+    role: Role,
+}
+
+impl Participant {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn session(&self) -> &SessionHandle {
+        &self.session
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        let count = {
+            let mut state = self.session.state();
+            state.participants.remove(&self.id);
+            state.participants.len()
+        };
+        self.session.shared.participant_count.send_replace(count);
+        self.session.broadcast(&ServerMessage::Presence { count });
+        info!(session_id = %self.session.id(), participant = %self.id, "participant left");
+    }
+}
+
+/// The task that owns a session's browser.
+struct Driver {
+    handle: SessionHandle,
+    idle_timeout: Duration,
+    close_grace: Duration,
+}
+
+impl Driver {
+    async fn run(
+        &self,
+        browser: Browser,
+        mut navigations: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let shared = &self.handle.shared;
+        let gone = browser.gone();
+        let mut count = shared.participant_count.subscribe();
+        let mut screencasting = false;
+        let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
+        info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
+        loop {
+            let idle = async {
+                match idle_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shared.cancel.cancelled() => break,
+                _ = gone.cancelled() => {
+                    warn!("Chromium exited unexpectedly");
+                    self.handle.end("the browser stopped unexpectedly");
+                    break;
+                }
+                _ = idle => {
+                    self.handle.end("nobody was connected for too long");
+                    break;
+                }
+                changed = count.changed() => {
+                    if changed.is_err() { break; }
+                    let connected = *count.borrow_and_update();
+                    // One screencast per session, running only while someone watches.
+                    if connected > 0 && !screencasting {
+                        match browser.start_screencast().await {
+                            Ok(()) => screencasting = true,
+                            Err(e) => warn!(error = %e, "could not start the screencast"),
+                        }
+                    } else if connected == 0 && screencasting {
+                        if let Err(e) = browser.stop_screencast().await {
+                            warn!(error = %e, "could not stop the screencast");
+                        }
+                        screencasting = false;
+                    }
+                    idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
+                }
+                Some(url) = navigations.next() => {
+                    self.handle.state().url = url.clone();
+                    self.handle.broadcast(&ServerMessage::Page { url: &url });
+                }
+            }
+        }
+        let reason = self.handle.end_reason();
+        info!(%reason, "session ending");
+        browser.close(self.close_grace).await;
+        for task in tasks {
+            task.abort();
+        }
+        info!("session ended; browser closed");
+    }
+}

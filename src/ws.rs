@@ -1,0 +1,434 @@
+//! The participant's WebSocket: everything is checked before the upgrade, then one writer task
+//! (screen, events, notices) and one reader task (acks, input) per participant. Leaving happens in
+//! one place: when either task ends, the [`Participant`] guard is dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{debug, info, Instrument};
+
+use crate::api::{AppError, AppState};
+use crate::input;
+use crate::protocol::{
+    close, parse_client_message, ClientMessage, ServerMessage, WireViewport, ACK_WINDOW,
+    MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
+};
+use crate::session::{JoinError, Participant, Role, SessionHandle};
+
+/// A send to a participant that takes longer than this means it stopped reading: it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The server pings every participant this often (browsers answer by themselves).
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A participant silent (not even a pong) for this long is gone.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Notices waiting for one participant's writer; more are dropped (they are advisory).
+const NOTICE_BUFFER: usize = 8;
+
+/// `GET /ws/{id}`: joins a session.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return AppError::BadRequest(rejection.body_text()).into_response(),
+    };
+    if !origin_allowed(&headers, app.config.public_url.as_deref()) {
+        return AppError::Forbidden("origin not allowed".into()).into_response();
+    }
+    let token = offered_token(&headers);
+    let (session, role) = match authorize(&app, &id, token.as_deref()) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let participant = match session.join(role) {
+        Ok(p) => p,
+        Err(JoinError::Full) => {
+            return AppError::Unavailable("participant limit reached".into()).into_response()
+        }
+        Err(JoinError::Ended) => return AppError::NotFound("session not found").into_response(),
+    };
+    let span = tracing::info_span!("participant", session_id = %session.id(), participant = %participant.id());
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(|e| debug!(error = %e, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| serve(socket, participant).instrument(span))
+}
+
+/// `GET /s/{id}/check` with `Authorization: Bearer {token}`: tells a viewer whose socket failed
+/// whether its link is still good.
+pub async fn check(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match authorize(&app, &id, token) {
+        Ok((_, role)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "role": role.as_str() })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn authorize(
+    app: &AppState,
+    id: &str,
+    token: Option<&str>,
+) -> Result<(SessionHandle, Role), AppError> {
+    let session = app
+        .registry
+        .get(id)
+        .ok_or(AppError::NotFound("session not found"))?;
+    let role = token
+        .and_then(|t| session.role_of(t))
+        .ok_or(AppError::Unauthorized("missing or invalid token"))?;
+    Ok((session, role))
+}
+
+/// The join token offered as a `cobrowse.token.{token}` subprotocol.
+fn offered_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix(TOKEN_SUBPROTOCOL_PREFIX)
+                .map(str::to_string)
+        })
+}
+
+/// Browsers always send `Origin` on WebSocket handshakes: it must be this server's own origin
+/// (as the `Host` header or the configured public URL names it). Clients that send no `Origin`
+/// are not browsers, so no other site's page can be riding on a user's link.
+pub fn origin_allowed(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if public_url.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    origin_host.is_some_and(|h| h.eq_ignore_ascii_case(host))
+}
+
+async fn serve(socket: WebSocket, participant: Participant) {
+    let (sink, stream) = socket.split();
+    let (notices_tx, notices_rx) = mpsc::channel(NOTICE_BUFFER);
+    let (acked_tx, acked_rx) = watch::channel(0u32);
+    let writer = write_loop(sink, &participant, notices_rx, acked_rx);
+    let reader = read_loop(stream, &participant, notices_tx, acked_tx);
+    // Either side ending ends the connection; the other side is dropped with it.
+    let outcome = tokio::select! {
+        r = writer => r.map(|()| "closed by the server"),
+        r = reader => r.map(|()| "closed by the participant"),
+    };
+    match outcome {
+        Ok(how) => info!(how, "connection ended"),
+        Err(e) => info!(error = %e, "connection dropped"),
+    }
+    drop(participant);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("participant stopped reading (send timed out)")]
+    WriteTimeout,
+    #[error("participant silent for too long")]
+    ReadTimeout,
+    #[error("socket error: {0}")]
+    Socket(#[from] axum::Error),
+}
+
+struct Writer<'a> {
+    sink: SplitSink<WebSocket, Message>,
+    session: &'a SessionHandle,
+}
+
+impl Writer<'_> {
+    async fn send(&mut self, message: Message) -> Result<(), ConnError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(message)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ConnError::WriteTimeout),
+        }
+    }
+
+    async fn send_json(&mut self, message: &ServerMessage<'_>) -> Result<(), ConnError> {
+        self.send(Message::Text(Utf8Bytes::from(message.to_json())))
+            .await
+    }
+
+    /// Presence and page state as they are now; sent on join and after lagging behind events.
+    async fn send_state(&mut self) -> Result<(), ConnError> {
+        let session = self.session;
+        self.send_json(&ServerMessage::Presence {
+            count: session.participant_count(),
+        })
+        .await?;
+        self.send_json(&ServerMessage::Page {
+            url: &session.url(),
+        })
+        .await
+    }
+}
+
+async fn write_loop(
+    sink: SplitSink<WebSocket, Message>,
+    participant: &Participant,
+    mut notices: mpsc::Receiver<Arc<str>>,
+    mut acked: watch::Receiver<u32>,
+) -> Result<(), ConnError> {
+    let session = participant.session();
+    let mut w = Writer { sink, session };
+    let mut screen = session.screen();
+    let mut events = session.events();
+    let ended = session.cancelled();
+    let links = (participant.role() == Role::Owner).then(|| session.links());
+    let viewport = session.viewport();
+    w.send_json(&ServerMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        session: session.id(),
+        participant: participant.id(),
+        role: participant.role().as_str(),
+        can_input: participant.role().can_input(),
+        viewport: WireViewport {
+            width: viewport.width,
+            height: viewport.height,
+        },
+        links: links.as_ref(),
+        url: &session.url(),
+    })
+    .await?;
+    w.send_state().await?;
+
+    // Frames sent and not yet acknowledged, oldest first. At most ACK_WINDOW long.
+    let mut unacked: VecDeque<u32> = VecDeque::with_capacity(ACK_WINDOW);
+    let mut last_sent: Option<u32> = None;
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.reset();
+    loop {
+        // Latest screen wins: whatever changed since the last send goes out as one frame, and only
+        // while the participant keeps up with its acks.
+        if unacked.len() < ACK_WINDOW {
+            let frame = screen.borrow_and_update().clone();
+            if let Some(frame) = frame.filter(|f| last_sent != Some(f.seq)) {
+                let bytes = frame.message.len() as u64;
+                w.send(Message::Binary(frame.message.clone())).await?;
+                unacked.push_back(frame.seq);
+                last_sent = Some(frame.seq);
+                let stats = session.stats();
+                stats
+                    .frames_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .bytes_sent
+                    .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let window_open = unacked.len() < ACK_WINDOW;
+        tokio::select! {
+            biased;
+            _ = ended.cancelled() => {
+                let reason = session.end_reason();
+                let code = if session.server_shutting_down() { close::SHUTTING_DOWN } else { close::SESSION_ENDED };
+                w.send_json(&ServerMessage::Ended { reason: &reason }).await?;
+                w.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(truncate(&reason, 120)) }))).await?;
+                return Ok(());
+            }
+            Some(notice) = notices.recv() => w.send(Message::Text(Utf8Bytes::from(notice.to_string()))).await?,
+            changed = acked.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let seq = *acked.borrow_and_update();
+                while unacked.front().is_some_and(|&s| s <= seq) {
+                    unacked.pop_front();
+                }
+            }
+            event = events.recv() => match event {
+                Ok(json) => w.send(Message::Text(Utf8Bytes::from(json.to_string()))).await?,
+                // Fell behind the event buffer: skip to the current state instead of a backlog.
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    debug!(skipped, "participant lagged behind events");
+                    w.send_state().await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            changed = screen.changed(), if window_open => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = ping.tick() => w.send(Message::Ping(Default::default())).await?,
+        }
+    }
+}
+
+fn truncate(s: &str, max_bytes: usize) -> String {
+    let mut end = s.len().min(max_bytes);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    participant: &Participant,
+    notices: mpsc::Sender<Arc<str>>,
+    acked: watch::Sender<u32>,
+) -> Result<(), ConnError> {
+    let session = participant.session();
+    let notice = |code: &str, message: &str| {
+        let json = ServerMessage::Notice {
+            level: "warn",
+            code,
+            message,
+        }
+        .to_json();
+        // Advisory: if this participant's notice queue is full, it will not miss anything else.
+        let _ = notices.try_send(Arc::from(json));
+    };
+    let mut told_no_input = false;
+    loop {
+        let message = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
+            Err(_) => return Err(ConnError::ReadTimeout),
+            Ok(None) => return Ok(()),
+            Ok(Some(message)) => message?,
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                notice("bad-message", "binary messages are not accepted");
+                continue;
+            }
+            Message::Close(_) => return Ok(()),
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let message = match parse_client_message(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(error = %e, "malformed message");
+                notice(
+                    "bad-message",
+                    &format!("message ignored: {}", truncate(&e, 200)),
+                );
+                continue;
+            }
+        };
+        let geometry = || session.geometry();
+        let input = match message {
+            ClientMessage::Ack { seq } => {
+                acked.send_replace(seq);
+                continue;
+            }
+            _ if !participant.role().can_input() => {
+                if !told_no_input {
+                    told_no_input = true;
+                    info!(
+                        role = participant.role().as_str(),
+                        "input from a participant without control dropped"
+                    );
+                    notice(
+                        "input-not-allowed",
+                        "Your link lets you watch, not control the page.",
+                    );
+                }
+                continue;
+            }
+            ClientMessage::Mouse(m) => input::mouse(&m, &geometry()),
+            ClientMessage::Wheel(m) => input::wheel(&m, &geometry()),
+            ClientMessage::Key(m) => input::key(&m),
+            ClientMessage::Text { text } => input::text(&text),
+        };
+        match input {
+            Ok(input) => {
+                if session.send_input(input).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "input rejected");
+                notice("bad-message", &format!("input ignored: {e}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn origin_must_match_host_or_public_url() {
+        let same = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "http://127.0.0.1:8080"),
+        ]);
+        assert!(origin_allowed(&same, None));
+        let other = headers(&[
+            (header::HOST, "127.0.0.1:8080"),
+            (header::ORIGIN, "http://evil.example"),
+        ]);
+        assert!(!origin_allowed(&other, None));
+        let proxied = headers(&[
+            (header::HOST, "10.0.0.5:8080"),
+            (header::ORIGIN, "https://co.example.com"),
+        ]);
+        assert!(origin_allowed(&proxied, Some("https://co.example.com")));
+        assert!(!origin_allowed(&proxied, None));
+        // Not a browser: no Origin header.
+        assert!(origin_allowed(&headers(&[(header::HOST, "x")]), None));
+    }
+
+    #[test]
+    fn token_comes_from_the_subprotocol_list() {
+        let h = headers(&[(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "cobrowse.v1, cobrowse.token.abc_-1",
+        )]);
+        assert_eq!(offered_token(&h).as_deref(), Some("abc_-1"));
+        let h = headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "cobrowse.v1")]);
+        assert_eq!(offered_token(&h), None);
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

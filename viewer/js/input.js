@@ -1,0 +1,387 @@
+// Input capture on the shared screen: mouse, wheel, touch, keyboard and IME text → protocol messages.
+// Coordinates are pixels of the painted frame image (docs/protocol.md), whatever the canvas's CSS size.
+
+const BUTTON_NAMES = ['left', 'middle', 'right'];
+const TAP_SLOP_PX = 10;
+const TAP_MAX_MS = 500;
+const LINE_PX = 40;
+const TEXT_CHUNK = 4096; // protocol limit for one `text` message, in characters
+const MODIFIER_KEYS = new Set(['Alt', 'AltGraph', 'Control', 'Meta', 'Shift', 'CapsLock', 'OS']);
+
+/** Alt 1, Ctrl 2, Meta 4, Shift 8. */
+export function modsOf(e) {
+  return (e.altKey ? 1 : 0) | (e.ctrlKey ? 2 : 0) | (e.metaKey ? 4 : 0) | (e.shiftKey ? 8 : 0);
+}
+
+const round1 = (v) => Math.round(v * 10) / 10;
+const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+
+/** Keys that stay with the local browser: reload, fullscreen, developer tools. */
+function isReservedKey(e) {
+  if (e.key === 'F5' || e.key === 'F11' || e.key === 'F12') return true;
+  return (e.ctrlKey || e.metaKey) && e.shiftKey && (e.code === 'KeyI' || e.code === 'KeyJ');
+}
+
+const isPrintable = (key) => [...key].length === 1;
+
+export class InputCapture {
+  #canvas;
+  #ime;
+  #send;
+  #isReady;
+  #getViewport;
+  #abort = null;
+  #pending = null; // coalesced move or wheel waiting for the next animation frame
+  #raf = 0;
+  #buttons = new Set(); // DOM button numbers we sent `down` for
+  #keys = new Map(); // code → last keydown message, for releasing on blur
+  #lastPoint = { x: 0, y: 0 };
+  #touch = null; // the one finger being tracked
+  #printableSent = false; // a printable keydown was sent: its `input` event would duplicate it
+
+  /**
+   * @param canvas      the shared screen <canvas>
+   * @param ime         hidden <textarea> receiving compositions and soft-keyboard text
+   * @param send        (message) => void
+   * @param isReady     () => bool: a frame has been painted, so coordinates mean something
+   * @param getViewport () => {width, height} | null: the remote viewport in CSS px
+   */
+  constructor({ canvas, ime, send, isReady, getViewport }) {
+    this.#canvas = canvas;
+    this.#ime = ime;
+    this.#send = send;
+    this.#isReady = isReady;
+    this.#getViewport = getViewport;
+  }
+
+  get enabled() {
+    return this.#abort !== null;
+  }
+
+  setEnabled(on) {
+    if (on === this.enabled) return;
+    if (!on) {
+      this.releaseAll();
+      this.#abort.abort();
+      this.#abort = null;
+      this.#canvas.style.touchAction = '';
+      return;
+    }
+    this.#abort = new AbortController();
+    const opts = { signal: this.#abort.signal };
+    const canvas = this.#canvas;
+    const ime = this.#ime;
+    // Touch gestures are ours (taps and scrolls of the remote page), not the local page's.
+    canvas.style.touchAction = 'none';
+
+    canvas.addEventListener('mousedown', (e) => this.#onMouseDown(e), opts);
+    // On window: a drag that leaves the canvas must still move and end on the remote page.
+    window.addEventListener('mousemove', (e) => this.#onMouseMove(e), opts);
+    window.addEventListener('mouseup', (e) => this.#onMouseUp(e), opts);
+    canvas.addEventListener('contextmenu', (e) => e.preventDefault(), opts);
+    canvas.addEventListener('wheel', (e) => this.#onWheel(e), { ...opts, passive: false });
+    canvas.addEventListener('pointerdown', (e) => this.#onPointerDown(e), opts);
+    canvas.addEventListener('pointermove', (e) => this.#onPointerMove(e), opts);
+    canvas.addEventListener('pointerup', (e) => this.#onPointerUp(e), opts);
+    canvas.addEventListener('pointercancel', (e) => this.#onPointerCancel(e), opts);
+    for (const el of [canvas, ime]) {
+      el.addEventListener('keydown', (e) => this.#onKeyDown(e), opts);
+      el.addEventListener('keyup', (e) => this.#onKeyUp(e), opts);
+      // Keyups after focus moved elsewhere never reach us, so release now.
+      el.addEventListener('blur', () => this.#releaseKeys(), opts);
+    }
+    ime.addEventListener('compositionend', (e) => this.#onCompositionEnd(e), opts);
+    ime.addEventListener('input', (e) => this.#onInput(e), opts);
+    window.addEventListener('blur', () => this.releaseAll(), opts);
+  }
+
+  /** Sends key up / mouse up for everything still held, so nothing stays stuck remotely. */
+  releaseAll() {
+    this.#flush();
+    this.#releaseKeys();
+    for (const button of this.#buttons) {
+      this.#send({
+        t: 'mouse', type: 'up', ...this.#lastPoint, button: BUTTON_NAMES[button],
+        buttons: 0, clicks: 0, mods: 0,
+      });
+    }
+    this.#buttons.clear();
+    this.#touch = null;
+  }
+
+  // ---- coordinates and coalescing ----
+
+  #toImage(clientX, clientY) {
+    const canvas = this.#canvas;
+    const rect = canvas.getBoundingClientRect();
+    if (!rect.width || !rect.height) return null;
+    const x = ((clientX - rect.left) * canvas.width) / rect.width;
+    const y = ((clientY - rect.top) * canvas.height) / rect.height;
+    const point = {
+      x: round1(clamp(x, 0, Math.max(0, canvas.width - 1))),
+      y: round1(clamp(y, 0, Math.max(0, canvas.height - 1))),
+    };
+    this.#lastPoint = point;
+    return point;
+  }
+
+  /** Queues a move or wheel for the next animation frame: moves keep the latest, wheels sum. */
+  #queue(msg) {
+    const p = this.#pending;
+    if (p && p.t === 'wheel' && msg.t === 'wheel') {
+      p.dx += msg.dx;
+      p.dy += msg.dy;
+      p.x = msg.x;
+      p.y = msg.y;
+      p.mods = msg.mods;
+    } else if (p && p.t === 'mouse' && msg.t === 'mouse') {
+      this.#pending = msg;
+    } else {
+      this.#flush(); // a different kind: keep the order of events
+      this.#pending = msg;
+    }
+    if (!this.#raf) {
+      this.#raf = requestAnimationFrame(() => {
+        this.#raf = 0;
+        this.#flush();
+      });
+    }
+  }
+
+  /** Sends the queued move/wheel now; called before any discrete event so it is never reordered or lost. */
+  #flush() {
+    const p = this.#pending;
+    if (!p) return;
+    this.#pending = null;
+    if (p.t === 'wheel') {
+      p.dx = round1(p.dx);
+      p.dy = round1(p.dy);
+      if (p.dx === 0 && p.dy === 0) return;
+    }
+    this.#send(p);
+  }
+
+  // ---- mouse and pen ----
+
+  /** Mouse events synthesized from touch are handled by the pointer path instead. */
+  static #fromTouch(e) {
+    return e.sourceCapabilities?.firesTouchEvents === true;
+  }
+
+  #onMouseDown(e) {
+    if (InputCapture.#fromTouch(e)) return;
+    // Also stops middle-click autoscroll and text selection around the canvas; focus is explicit.
+    e.preventDefault();
+    this.#canvas.focus({ preventScroll: true });
+    const button = BUTTON_NAMES[e.button];
+    if (!button || !this.#isReady()) return;
+    const point = this.#toImage(e.clientX, e.clientY);
+    if (!point) return;
+    this.#flush();
+    this.#buttons.add(e.button);
+    this.#send({
+      t: 'mouse', type: 'down', ...point, button, buttons: e.buttons, clicks: e.detail, mods: modsOf(e),
+    });
+  }
+
+  #onMouseMove(e) {
+    if (InputCapture.#fromTouch(e)) return;
+    if (this.#buttons.size === 0 && e.target !== this.#canvas) return;
+    if (!this.#isReady()) return;
+    const point = this.#toImage(e.clientX, e.clientY);
+    if (!point) return;
+    this.#queue({
+      t: 'mouse', type: 'move', ...point, button: 'none', buttons: e.buttons, clicks: 0, mods: modsOf(e),
+    });
+  }
+
+  #onMouseUp(e) {
+    // Only buttons pressed on the canvas: an up without its down would confuse the remote page.
+    if (!this.#buttons.has(e.button)) return;
+    const point = this.#toImage(e.clientX, e.clientY) ?? this.#lastPoint;
+    this.#flush();
+    this.#buttons.delete(e.button);
+    this.#send({
+      t: 'mouse', type: 'up', ...point, button: BUTTON_NAMES[e.button],
+      buttons: e.buttons, clicks: e.detail, mods: modsOf(e),
+    });
+  }
+
+  #onWheel(e) {
+    e.preventDefault(); // no local scrolling or ctrl+wheel zoom
+    if (!this.#isReady()) return;
+    const point = this.#toImage(e.clientX, e.clientY);
+    if (!point) return;
+    let factor = 1;
+    if (e.deltaMode === 1) factor = LINE_PX;
+    else if (e.deltaMode === 2) factor = this.#canvas.getBoundingClientRect().height;
+    this.#queue({ t: 'wheel', ...point, dx: e.deltaX * factor, dy: e.deltaY * factor, mods: modsOf(e) });
+  }
+
+  // ---- touch: tap = click, one-finger drag = scroll ----
+
+  #onPointerDown(e) {
+    if (e.pointerType !== 'touch') return; // mouse and pen go through the mouse events
+    // Suppresses the compatibility mouse events, so a tap is not also a mouse click.
+    e.preventDefault();
+    if (this.#touch) return; // second finger: ignored
+    try {
+      this.#canvas.setPointerCapture(e.pointerId);
+    } catch {
+      // capture is a convenience; without it the finger just stops being tracked off-canvas
+    }
+    this.#touch = {
+      id: e.pointerId, startX: e.clientX, startY: e.clientY, startT: e.timeStamp,
+      lastX: e.clientX, lastY: e.clientY, dragging: false,
+    };
+  }
+
+  #onPointerMove(e) {
+    const t = this.#touch;
+    if (!t || e.pointerId !== t.id) return;
+    if (!t.dragging) {
+      if (Math.hypot(e.clientX - t.startX, e.clientY - t.startY) <= TAP_SLOP_PX) return;
+      t.dragging = true; // the first scroll includes the slop, so content stays under the finger
+    }
+    if (!this.#isReady()) return;
+    const point = this.#toImage(e.clientX, e.clientY);
+    if (!point) return;
+    const scale = this.#remotePxPerCssPx();
+    const dx = -(e.clientX - t.lastX) * scale;
+    const dy = -(e.clientY - t.lastY) * scale;
+    t.lastX = e.clientX;
+    t.lastY = e.clientY;
+    this.#queue({ t: 'wheel', ...point, dx, dy, mods: 0 });
+  }
+
+  #onPointerUp(e) {
+    const t = this.#touch;
+    if (!t || e.pointerId !== t.id) return;
+    this.#touch = null;
+    if (t.dragging || e.timeStamp - t.startT > TAP_MAX_MS || !this.#isReady()) {
+      this.#flush();
+      return;
+    }
+    const point = this.#toImage(e.clientX, e.clientY);
+    if (!point) return;
+    this.#flush();
+    const base = { t: 'mouse', ...point, clicks: 1, mods: 0 };
+    this.#send({ ...base, type: 'move', button: 'none', buttons: 0, clicks: 0 });
+    this.#send({ ...base, type: 'down', button: 'left', buttons: 1 });
+    this.#send({ ...base, type: 'up', button: 'left', buttons: 0 });
+    this.#focusIme(e.clientX, e.clientY);
+  }
+
+  #onPointerCancel(e) {
+    if (this.#touch?.id === e.pointerId) this.#touch = null;
+    this.#flush();
+  }
+
+  /** Remote CSS px per local CSS px, so a drag scrolls the remote page exactly as far as the finger moved. */
+  #remotePxPerCssPx() {
+    const rect = this.#canvas.getBoundingClientRect();
+    if (!rect.width) return 1;
+    const remoteWidth = this.#getViewport()?.width || this.#canvas.width;
+    return remoteWidth / rect.width;
+  }
+
+  /** Focuses the hidden textarea at the tap, so the soft keyboard opens and IME popups sit nearby. */
+  #focusIme(clientX, clientY) {
+    const ime = this.#ime;
+    const parent = ime.offsetParent?.getBoundingClientRect() ?? { left: 0, top: 0 };
+    ime.style.left = `${Math.round(clientX - parent.left)}px`;
+    ime.style.top = `${Math.round(clientY - parent.top)}px`;
+    ime.focus({ preventScroll: true });
+  }
+
+  // ---- keyboard ----
+
+  #keyMessage(type, e) {
+    return {
+      t: 'key', type, key: e.key, code: e.code, keyCode: e.keyCode,
+      location: e.location, mods: modsOf(e), repeat: e.repeat,
+    };
+  }
+
+  #onKeyDown(e) {
+    // IME in progress: the text arrives through compositionend / input instead.
+    if (e.isComposing || e.keyCode === 229) return;
+    if (isReservedKey(e)) return;
+    // Everything else is the remote page's: Tab, Ctrl+A, Backspace, arrows, space, …
+    e.preventDefault();
+    this.#flush();
+    const msg = this.#keyMessage('down', e);
+    this.#keys.set(e.code || e.key, msg);
+    if (isPrintable(e.key)) this.#printableSent = true;
+    this.#send(msg);
+  }
+
+  #onKeyUp(e) {
+    const id = e.code || e.key;
+    if (!this.#keys.has(id)) return; // its keydown was reserved, composing, or elsewhere
+    e.preventDefault();
+    this.#keys.delete(id);
+    this.#printableSent = false;
+    this.#send(this.#keyMessage('up', e));
+    // macOS sends no keyup for keys released while Meta is held; release them with Meta.
+    if (e.key === 'Meta') {
+      for (const [other, down] of this.#keys) {
+        if (MODIFIER_KEYS.has(down.key)) continue;
+        this.#keys.delete(other);
+        this.#send({ ...down, type: 'up', repeat: false, mods: modsOf(e) });
+      }
+    }
+  }
+
+  #releaseKeys() {
+    for (const down of this.#keys.values()) {
+      this.#send({ ...down, type: 'up', repeat: false, mods: 0 });
+    }
+    this.#keys.clear();
+    this.#printableSent = false;
+  }
+
+  // ---- IME and soft keyboards (text no key event describes) ----
+
+  #onCompositionEnd(e) {
+    this.#sendText(e.data ?? '');
+    this.#ime.value = '';
+  }
+
+  #onInput(e) {
+    if (e.isComposing) return; // compositionend delivers the result
+    const ime = this.#ime;
+    switch (e.inputType) {
+      case 'insertText':
+      case 'insertFromPaste':
+        // A printable keydown already went out on the key path; sending its text too would type twice.
+        if (!this.#printableSent) this.#sendText(e.data ?? ime.value);
+        break;
+      // Soft keyboards report these with keyCode 229 keydowns, so emulate the keys.
+      case 'deleteContentBackward':
+        this.#tapKey('Backspace', 'Backspace', 8);
+        break;
+      case 'insertLineBreak':
+      case 'insertParagraph':
+        this.#tapKey('Enter', 'Enter', 13);
+        break;
+      default:
+        break;
+    }
+    // Outside a composition the textarea's content is never needed again.
+    ime.value = '';
+  }
+
+  #sendText(text) {
+    const chars = [...text];
+    for (let i = 0; i < chars.length; i += TEXT_CHUNK) {
+      this.#send({ t: 'text', text: chars.slice(i, i + TEXT_CHUNK).join('') });
+    }
+  }
+
+  #tapKey(key, code, keyCode) {
+    const msg = { t: 'key', type: 'down', key, code, keyCode, location: 0, mods: 0, repeat: false };
+    this.#send(msg);
+    this.#send({ ...msg, type: 'up' });
+  }
+}

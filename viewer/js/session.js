@@ -1,0 +1,219 @@
+// Entry point of session.html: wires the connection, the screen, input capture and the toolbar.
+
+import { Connection, joinFromLocation } from './connection.js';
+import { Screen } from './screen.js';
+import { InputCapture } from './input.js';
+
+const NOTICE_MS = 5000;
+const STATE_LABELS = {
+  connecting: 'connecting…',
+  live: 'live',
+  reconnecting: 'reconnecting…',
+  ended: 'ended',
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  state: $('conn-state'),
+  pageUrl: $('page-url'),
+  presence: $('presence'),
+  role: $('role'),
+  viewOnly: $('view-only'),
+  share: $('share'),
+  canvas: $('screen'),
+  stage: $('stage'),
+  ime: $('ime'),
+  placeholder: $('placeholder'),
+  overlay: $('overlay'),
+  overlayTitle: $('overlay-title'),
+  overlayDetail: $('overlay-detail'),
+  notice: $('notice'),
+  noticeText: $('notice-text'),
+  noticeClose: $('notice-close'),
+};
+
+// Testing and benchmarking hooks (names are relied upon by tests).
+const stats = {
+  state: 'connecting', role: null, seq: null, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
+};
+window.cobrowse = stats;
+
+const join = joinFromLocation();
+const conn = new Connection(join);
+let viewport = null;
+let greeted = false;
+
+const screen = new Screen({
+  canvas: ui.canvas,
+  container: ui.stage,
+  stats,
+  // An ack belongs to the socket that delivered the frame; a new socket never saw that seq.
+  ack: (seq, generation) => {
+    if (generation === conn.generation) conn.send({ t: 'ack', seq });
+  },
+  onPaint: () => {
+    ui.placeholder.hidden = true;
+  },
+});
+
+const input = new InputCapture({
+  canvas: ui.canvas,
+  ime: ui.ime,
+  send: (msg) => conn.send(msg),
+  isReady: () => stats.paints > 0,
+  getViewport: () => viewport,
+});
+
+// ---- state ----
+
+function setState(state, message = '') {
+  stats.state = state;
+  document.body.dataset.state = state;
+  ui.state.textContent = state === 'error' ? `error: ${message}` : STATE_LABELS[state];
+  if (state !== 'live') input.releaseAll(); // held keys/buttons die with the socket
+  if (state === 'ended') {
+    input.setEnabled(false);
+    showOverlay('The session has ended', message);
+  } else if (state === 'error') {
+    input.setEnabled(false);
+    showOverlay('Cannot join this session', message);
+  }
+}
+
+function showOverlay(title, detail) {
+  ui.overlayTitle.textContent = title;
+  ui.overlayDetail.textContent = detail;
+  ui.overlayDetail.hidden = !detail;
+  ui.overlay.hidden = false;
+  ui.placeholder.hidden = true;
+}
+
+// ---- toolbar ----
+
+function setPageUrl(url) {
+  const text = typeof url === 'string' && url !== '' ? url : '—';
+  ui.pageUrl.textContent = text;
+  ui.pageUrl.title = text;
+  try {
+    document.title = `${new URL(url).host || url} · cobrowse`;
+  } catch {
+    document.title = 'cobrowse';
+  }
+}
+
+function showLinks(links) {
+  if (!links) {
+    ui.share.hidden = true;
+    return;
+  }
+  for (const role of ['controller', 'viewer']) {
+    // Links may be absolute or relative to this server; show what a recipient can open.
+    $(`link-${role}`).value = links[role] ? new URL(links[role], location.href).href : '';
+  }
+  ui.share.hidden = false;
+}
+
+async function copyLink(button) {
+  const field = $(button.dataset.copy);
+  const original = 'Copy';
+  let copied = false;
+  if (navigator.clipboard?.writeText) {
+    try {
+      await navigator.clipboard.writeText(field.value);
+      copied = true;
+    } catch {
+      // permission denied or not a secure context: fall back to selecting the text
+    }
+  }
+  if (!copied) {
+    field.focus();
+    field.select();
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+  }
+  button.textContent = copied ? 'Copied' : 'Press Ctrl+C';
+  setTimeout(() => {
+    button.textContent = original;
+  }, 2000);
+}
+
+// ---- notices ----
+
+let noticeTimer = 0;
+
+function showNotice(message, level = 'info') {
+  ui.noticeText.textContent = message;
+  ui.notice.dataset.level = level;
+  ui.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(hideNotice, NOTICE_MS);
+}
+
+function hideNotice() {
+  clearTimeout(noticeTimer);
+  ui.notice.hidden = true;
+}
+
+// ---- messages ----
+
+const handlers = {
+  hello(msg) {
+    stats.role = msg.role ?? null;
+    viewport = msg.viewport ?? null;
+    ui.role.textContent = String(msg.role ?? '—');
+    ui.viewOnly.hidden = Boolean(msg.canInput);
+    setPageUrl(msg.url);
+    showLinks(msg.links);
+    input.setEnabled(Boolean(msg.canInput));
+    // Once per page, not per reconnect.
+    if (!msg.canInput && !greeted) {
+      showNotice('View only: you can watch this session but not control it.');
+    }
+    greeted = true;
+  },
+  presence(msg) {
+    ui.presence.textContent = String(msg.count);
+  },
+  page(msg) {
+    setPageUrl(msg.url);
+  },
+  notice(msg) {
+    if (msg.message) showNotice(String(msg.message), msg.level);
+  },
+  ended() {
+    // The connection switches to the "ended" state right after this; the reason shows there.
+  },
+};
+
+conn.onJson((msg) => handlers[msg.t]?.(msg));
+conn.onFrame((buffer, generation) => screen.handle(buffer, generation));
+conn.onState(setState);
+
+// ---- page wiring ----
+
+ui.noticeClose.addEventListener('click', hideNotice);
+for (const button of document.querySelectorAll('button.copy')) {
+  button.addEventListener('click', () => copyLink(button));
+}
+// The share panel closes like any popup: Escape, or a press anywhere outside it.
+ui.share.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') {
+    ui.share.open = false;
+    ui.share.querySelector('summary').focus();
+  }
+});
+document.addEventListener('pointerdown', (e) => {
+  if (ui.share.open && !ui.share.contains(e.target)) ui.share.open = false;
+}, true);
+
+// Leaving the page is not a connection loss; a page restored from the back/forward cache rejoins.
+window.addEventListener('pagehide', () => conn.stop());
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted && (stats.state === 'live' || stats.state === 'reconnecting')) conn.start();
+});
+
+setState('connecting');
+conn.start();
