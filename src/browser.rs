@@ -167,7 +167,11 @@ impl Browser {
         });
     }
 
+    /// Starts the screencast, or restarts it on the page's current renderer. Chromium refuses a
+    /// second start ("Screencast is already active"), and a start just before a navigation swaps
+    /// the renderer can be lost with the old one; stopping first covers both.
     pub async fn start_screencast(&self) -> Result<(), BrowserError> {
+        let _ = self.page.execute(StopScreencastParams::default()).await;
         let Viewport { width, height } = self.options.viewport;
         let params = StartScreencastParams::builder()
             .format(StartScreencastFormat::Jpeg)
@@ -200,30 +204,32 @@ impl Browser {
                     _ = cancel.cancelled() => break,
                     frame = frames.next() => match frame { Some(f) => f, None => break },
                 };
-                // The ack goes out on the join's first poll, before the decode work.
-                let ack = page.execute(ScreencastFrameAckParams::new(frame.session_id));
-                let publish = async {
-                    let data: &str = frame.data.as_ref();
-                    match base64::engine::general_purpose::STANDARD.decode(data) {
-                        Ok(jpeg) => {
-                            let m = &frame.metadata;
-                            let seq = publisher.publish_jpeg(
-                                &jpeg,
-                                m.device_width,
-                                m.device_height,
-                                m.offset_top,
-                            );
-                            trace!(?seq, bytes = jpeg.len(), "frame");
-                            if seq.is_none() {
-                                warn!("screencast frame without a readable JPEG header dropped");
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
+                trace!(session = frame.session_id, "screencast frame arrived");
+                // Ack at once, in a task of its own: the pump never waits for Chromium's reply
+                // (a lost reply would otherwise stall the screen for chromiumoxide's 30 s timeout).
+                let ack_page = page.clone();
+                let ack = ScreencastFrameAckParams::new(frame.session_id);
+                tokio::spawn(async move {
+                    if let Err(e) = ack_page.execute(ack).await {
+                        debug!(error = %e, "screencast ack failed");
                     }
-                };
-                let (acked, ()) = tokio::join!(ack, publish);
-                if let Err(e) = acked {
-                    debug!(error = %e, "screencast ack failed");
+                });
+                let data: &str = frame.data.as_ref();
+                match base64::engine::general_purpose::STANDARD.decode(data) {
+                    Ok(jpeg) => {
+                        let m = &frame.metadata;
+                        let seq = publisher.publish_jpeg(
+                            &jpeg,
+                            m.device_width,
+                            m.device_height,
+                            m.offset_top,
+                        );
+                        trace!(?seq, bytes = jpeg.len(), "frame");
+                        if seq.is_none() {
+                            warn!("screencast frame without a readable JPEG header dropped");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
                 }
             }
         }))

@@ -258,7 +258,10 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> ServeArgs {
-        let mut argv = vec!["cobrowse", "serve", "--chromium", "/bin/sh"];
+        let mut argv = vec!["cobrowse", "serve"];
+        if !extra.contains(&"--chromium") {
+            argv.extend(["--chromium", "/bin/sh"]);
+        }
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Serve(a) => a,

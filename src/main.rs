@@ -86,7 +86,7 @@ async fn on_signal(shutdown: CancellationToken) {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("COBROWSE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=warn,chromiumoxide::handler=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

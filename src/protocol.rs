@@ -26,6 +26,8 @@ pub const FRAME_HEADER_LEN: usize = 12;
 
 /// WebSocket close codes of the application range.
 pub mod close {
+    /// A message exceeded [`super::MAX_MESSAGE_BYTES`].
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The session ended; do not reconnect.
     pub const SESSION_ENDED: u16 = 4000;
     /// The server is shutting down; reconnecting later may work.

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::browser::Browser;
 use crate::config::Viewport;
@@ -25,6 +25,10 @@ const INPUT_QUEUE: usize = 256;
 /// Events (presence, navigation) buffered per participant. A participant that lags further
 /// behind gets a fresh snapshot of the state instead (see `ws`).
 pub const EVENT_BUFFER: usize = 64;
+/// Delay before retrying a screencast start or stop that Chromium refused.
+const SCREENCAST_RETRY: Duration = Duration::from_millis(100);
+/// A started screencast that painted nothing within this long is restarted.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a participant may do; decided by the server from the join token, never by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,6 +426,19 @@ impl Drop for Participant {
     }
 }
 
+/// Version of the latest frame, 0 before the first.
+fn current_seq(screen: &ScreenWatch) -> u32 {
+    screen.borrow().as_ref().map_or(0, |f| f.seq)
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The task that owns a session's browser.
 struct Driver {
     handle: SessionHandle,
@@ -439,16 +456,20 @@ impl Driver {
         let shared = &self.handle.shared;
         let gone = browser.gone();
         let mut count = shared.participant_count.subscribe();
+        // Participants may have joined before this task first ran: act on the count as it is now.
+        count.mark_changed();
         let mut screencasting = false;
+        // When a screencast start failed (Chromium refuses commands while the first navigation
+        // swaps the page's renderer), the time to try again.
+        let mut retry_at: Option<Instant> = None;
+        // Screen version when the screencast last started, until its first frame is checked for.
+        let mut started_at_seq: Option<u32> = None;
         let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
         info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
         loop {
-            let idle = async {
-                match idle_deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let idle = sleep_until_or_never(idle_deadline);
+            let retry = sleep_until_or_never(retry_at);
+            let sync;
             tokio::select! {
                 _ = shared.cancel.cancelled() => break,
                 _ = gone.cancelled() => {
@@ -460,26 +481,60 @@ impl Driver {
                     self.handle.end("nobody was connected for too long");
                     break;
                 }
+                _ = retry => {
+                    // A screencast start always paints one frame, even on a static page. None
+                    // since the start means Chromium lost it (seen under load around the first
+                    // navigation): start it again.
+                    if let Some(seq) = started_at_seq.take() {
+                        if screencasting && current_seq(&shared.screen) == seq {
+                            debug!("no frame since the screencast started; restarting it");
+                            screencasting = false;
+                        }
+                    }
+                    sync = true;
+                }
                 changed = count.changed() => {
                     if changed.is_err() { break; }
                     let connected = *count.borrow_and_update();
-                    // One screencast per session, running only while someone watches.
-                    if connected > 0 && !screencasting {
-                        match browser.start_screencast().await {
-                            Ok(()) => screencasting = true,
-                            Err(e) => warn!(error = %e, "could not start the screencast"),
-                        }
-                    } else if connected == 0 && screencasting {
-                        if let Err(e) = browser.stop_screencast().await {
-                            warn!(error = %e, "could not stop the screencast");
-                        }
-                        screencasting = false;
-                    }
                     idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
+                    sync = true;
                 }
                 Some(url) = navigations.next() => {
+                    debug!(%url, "navigated");
                     self.handle.state().url = url.clone();
                     self.handle.broadcast(&ServerMessage::Page { url: &url });
+                    // A navigation that swaps the page's renderer can lose a screencast started
+                    // just before it: start it again on the committed page.
+                    sync = *count.borrow() > 0;
+                    if sync {
+                        screencasting = false;
+                    }
+                }
+            }
+            if sync {
+                // One screencast per session, running only while someone watches.
+                let wanted = *count.borrow() > 0;
+                retry_at = None;
+                if wanted != screencasting {
+                    let result = if wanted {
+                        browser.start_screencast().await
+                    } else {
+                        browser.stop_screencast().await
+                    };
+                    match result {
+                        Ok(()) => {
+                            debug!(wanted, "screencast changed");
+                            screencasting = wanted;
+                            if wanted {
+                                started_at_seq = Some(current_seq(&shared.screen));
+                                retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, wanted, "screencast change failed; retrying");
+                            retry_at = Some(Instant::now() + SCREENCAST_RETRY);
+                        }
+                    }
                 }
             }
         }

@@ -30,8 +30,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A participant silent (not even a pong) for this long is gone.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Notices waiting for one participant's writer; more are dropped (they are advisory).
+/// Messages from a participant's reader to its writer; notices beyond this are dropped (they
+/// are advisory).
 const NOTICE_BUFFER: usize = 8;
+/// How long a writer may take to send a close frame after its reader saw a protocol violation.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a participant's reader asks its writer to send.
+enum Outgoing {
+    Notice(Arc<str>),
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
 
 /// `GET /ws/{id}`: joins a session.
 pub async fn upgrade(
@@ -143,16 +153,23 @@ async fn serve(socket: WebSocket, participant: Participant) {
     let (acked_tx, acked_rx) = watch::channel(0u32);
     let writer = write_loop(sink, &participant, notices_rx, acked_rx);
     let reader = read_loop(stream, &participant, notices_tx, acked_tx);
-    // Either side ending ends the connection; the other side is dropped with it.
+    tokio::pin!(writer);
+    // Either side ending ends the connection; the other side is dropped with it. A reader that
+    // saw a protocol violation first lets the writer send the close frame it asked for.
     let outcome = tokio::select! {
-        r = writer => r.map(|()| "closed by the server"),
-        r = reader => r.map(|()| "closed by the participant"),
+        r = &mut writer => r.map(|()| "closed by the server"),
+        r = reader => {
+            if let Err(ConnError::TooBig) = r {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+            }
+            r.map(|()| "closed by the participant")
+        }
     };
     match outcome {
         Ok(how) => info!(how, "connection ended"),
         Err(e) => info!(error = %e, "connection dropped"),
     }
-    drop(participant);
+    // `participant` drops here, after both tasks: the one place a participant leaves.
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +178,20 @@ enum ConnError {
     WriteTimeout,
     #[error("participant silent for too long")]
     ReadTimeout,
+    #[error("message larger than {MAX_MESSAGE_BYTES} bytes")]
+    TooBig,
     #[error("socket error: {0}")]
-    Socket(#[from] axum::Error),
+    Socket(axum::Error),
+}
+
+impl From<axum::Error> for ConnError {
+    fn from(e: axum::Error) -> Self {
+        let inner = e.into_inner();
+        match inner.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => ConnError::TooBig,
+            _ => ConnError::Socket(axum::Error::new(inner)),
+        }
+    }
 }
 
 struct Writer<'a> {
@@ -200,7 +229,7 @@ impl Writer<'_> {
 async fn write_loop(
     sink: SplitSink<WebSocket, Message>,
     participant: &Participant,
-    mut notices: mpsc::Receiver<Arc<str>>,
+    mut from_reader: mpsc::Receiver<Outgoing>,
     mut acked: watch::Receiver<u32>,
 ) -> Result<(), ConnError> {
     let session = participant.session();
@@ -260,7 +289,13 @@ async fn write_loop(
                 w.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(truncate(&reason, 120)) }))).await?;
                 return Ok(());
             }
-            Some(notice) = notices.recv() => w.send(Message::Text(Utf8Bytes::from(notice.to_string()))).await?,
+            Some(outgoing) = from_reader.recv() => match outgoing {
+                Outgoing::Notice(json) => w.send(Message::Text(Utf8Bytes::from(json.to_string()))).await?,
+                Outgoing::Close(code, reason) => {
+                    w.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await?;
+                    return Ok(());
+                }
+            },
             changed = acked.changed() => {
                 if changed.is_err() {
                     return Ok(());
@@ -300,7 +335,7 @@ fn truncate(s: &str, max_bytes: usize) -> String {
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     participant: &Participant,
-    notices: mpsc::Sender<Arc<str>>,
+    to_writer: mpsc::Sender<Outgoing>,
     acked: watch::Sender<u32>,
 ) -> Result<(), ConnError> {
     let session = participant.session();
@@ -312,14 +347,23 @@ async fn read_loop(
         }
         .to_json();
         // Advisory: if this participant's notice queue is full, it will not miss anything else.
-        let _ = notices.try_send(Arc::from(json));
+        let _ = to_writer.try_send(Outgoing::Notice(Arc::from(json)));
     };
     let mut told_no_input = false;
     loop {
         let message = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
             Err(_) => return Err(ConnError::ReadTimeout),
             Ok(None) => return Ok(()),
-            Ok(Some(message)) => message?,
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => {
+                let e = ConnError::from(e);
+                if let ConnError::TooBig = e {
+                    // The writer may be waiting on a full send; this request waits for nothing.
+                    let _ = to_writer
+                        .try_send(Outgoing::Close(close::MESSAGE_TOO_BIG, "message too big"));
+                }
+                return Err(e);
+            }
         };
         let text = match message {
             Message::Text(text) => text,

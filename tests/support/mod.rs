@@ -1,0 +1,675 @@
+//! Shared test harness: a cobrowse server on `127.0.0.1:0` with the real Chromium, a test site
+//! whose pages report what they received, and a WebSocket participant client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::Html;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cobrowse::config::Config;
+use cobrowse::protocol::{self, FrameHeader};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for anything a test waits for; a failure, not a synchronisation.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn chromium() -> std::path::PathBuf {
+    cobrowse::config::default_chromium()
+        .expect("Chromium must be installed (apt-get install chromium)")
+}
+
+/// Server logs on stderr when `COBROWSE_TEST_LOG` is set (e.g. `COBROWSE_TEST_LOG=debug`).
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("COBROWSE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::with_chromium(chromium());
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// A cobrowse server running in this test's runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub http: reqwest_lite::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        init_logs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(cobrowse::server::run(listener, config, shutdown.clone()));
+        TestServer {
+            addr,
+            shutdown,
+            task,
+            http: reqwest_lite::Client::new(addr),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates a session on `url`; returns (id, links).
+    pub async fn create_session(&self, url: &str) -> (String, Links) {
+        self.create_session_with(json!({ "url": url })).await
+    }
+
+    pub async fn create_session_with(&self, body: Value) -> (String, Links) {
+        let (status, reply) = self.http.request("POST", "/api/sessions", Some(body)).await;
+        assert_eq!(status, 201, "create session: {reply}");
+        let id = reply["id"].as_str().expect("id").to_string();
+        let links = &reply["links"];
+        let token = |role: &str| {
+            let link = links[role].as_str().expect("link");
+            link.split_once("#token=")
+                .expect("token in fragment")
+                .1
+                .to_string()
+        };
+        (
+            id,
+            Links {
+                owner: token("owner"),
+                controller: token("controller"),
+                viewer: token("viewer"),
+            },
+        )
+    }
+
+    pub async fn session_json(&self, id: &str) -> (u16, Value) {
+        self.http
+            .request("GET", &format!("/api/sessions/{id}"), None)
+            .await
+    }
+
+    /// Connects a participant with `token` and waits for its `hello`.
+    pub async fn join(&self, id: &str, token: &str) -> Participant {
+        Participant::connect(self.addr, id, token)
+            .await
+            .expect("join")
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("server run");
+    }
+}
+
+/// Join tokens of a session, by role.
+pub struct Links {
+    pub owner: String,
+    pub controller: String,
+    pub viewer: String,
+}
+
+/// A decoded screen frame.
+pub struct Frame {
+    pub header: FrameHeader,
+    pub raw: Vec<u8>,
+    pub image: image::RgbImage,
+}
+
+impl Frame {
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        self.image.get_pixel(x, y).0
+    }
+}
+
+/// Whether two colours differ by at most `tolerance` per channel (JPEG is lossy).
+pub fn close_to(a: [u8; 3], b: [u8; 3], tolerance: u8) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= tolerance)
+}
+
+/// A participant connected over WebSocket, as a viewer would be.
+pub struct Participant {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub hello: Value,
+    /// JSON messages received while waiting for something else, oldest first.
+    pub json_seen: Vec<Value>,
+    /// Close code, once the server closed the socket.
+    pub closed_with: Option<u16>,
+}
+
+pub async fn ws_request(
+    addr: SocketAddr,
+    id: &str,
+    protocols: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = format!("ws://{addr}/ws/{id}")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocols).expect("header"),
+    );
+    request
+}
+
+impl Participant {
+    pub async fn connect(
+        addr: SocketAddr,
+        id: &str,
+        token: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let request = ws_request(addr, id, &format!("cobrowse.v1, cobrowse.token.{token}")).await;
+        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("cobrowse.v1")
+        );
+        let mut p = Participant {
+            ws,
+            hello: Value::Null,
+            json_seen: Vec::new(),
+            closed_with: None,
+        };
+        p.hello = p.next_json("hello").await;
+        Ok(p)
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(message).await
+    }
+
+    /// Next message of any kind, or `None` once the socket closed.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("message in time")?;
+            match message {
+                Ok(Message::Close(frame)) => {
+                    self.closed_with = frame.map(|f| u16::from(f.code));
+                    return Some(Message::Close(None));
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(m) => return Some(m),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next JSON message with `t == kind` not yet consumed (including those that arrived
+    /// while waiting for frames); the others stay in `json_seen`.
+    pub async fn next_json(&mut self, kind: &str) -> Value {
+        self.json_where(kind, |_| true).await
+    }
+
+    /// The next JSON message with `t == kind` that satisfies `pred`; earlier ones of that kind
+    /// that do not are consumed.
+    pub async fn json_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        while let Some(i) = self.json_seen.iter().position(|v| v["t"] == kind) {
+            let value = self.json_seen.remove(i);
+            if pred(&value) {
+                return value;
+            }
+        }
+        loop {
+            match self.next_message().await {
+                Some(Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).expect("server sends JSON");
+                    if value["t"] == kind && pred(&value) {
+                        return value;
+                    }
+                    if value["t"] != kind {
+                        self.json_seen.push(value);
+                    }
+                }
+                Some(Message::Close(_)) | None => {
+                    panic!("socket closed while waiting for '{kind}'")
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Waits for the next frame, decodes it, and acknowledges it (as a viewer does after painting).
+    pub async fn next_frame(&mut self) -> Frame {
+        let frame = self.next_frame_unacked().await;
+        self.ack(frame.header.seq).await;
+        frame
+    }
+
+    pub async fn next_frame_unacked(&mut self) -> Frame {
+        decode_frame(self.next_frame_raw().await)
+    }
+
+    /// The next frame message, undecoded and unacknowledged.
+    pub async fn next_frame_raw(&mut self) -> Vec<u8> {
+        loop {
+            match self.next_message().await {
+                Some(Message::Binary(raw)) => return raw.to_vec(),
+                Some(Message::Text(text)) => {
+                    self.json_seen
+                        .push(serde_json::from_str(&text).expect("server sends JSON"));
+                }
+                Some(Message::Close(_)) | None => panic!("socket closed while waiting for a frame"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Acknowledges and skips frames until one satisfies `pred`.
+    pub async fn frame_where(&mut self, pred: impl Fn(&Frame) -> bool) -> Frame {
+        loop {
+            let frame = self.next_frame().await;
+            if pred(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    pub async fn ack(&mut self, seq: u32) {
+        self.send(json!({ "t": "ack", "seq": seq })).await;
+    }
+
+    pub async fn mouse(&mut self, kind: &str, x: f64, y: f64, button: &str, clicks: u8) {
+        let buttons = match (kind, button) {
+            ("down", "left") => 1,
+            ("down", "right") => 2,
+            ("down", "middle") => 4,
+            _ => 0,
+        };
+        self.send(json!({ "t": "mouse", "type": kind, "x": x, "y": y, "button": button, "buttons": buttons, "clicks": clicks, "mods": 0 }))
+            .await;
+    }
+
+    pub async fn click(&mut self, x: f64, y: f64) {
+        self.mouse("move", x, y, "none", 0).await;
+        self.mouse("down", x, y, "left", 1).await;
+        self.mouse("up", x, y, "left", 1).await;
+    }
+
+    pub async fn key(&mut self, kind: &str, key: &str, code: &str, key_code: u32, mods: u8) {
+        self.send(json!({ "t": "key", "type": kind, "key": key, "code": code, "keyCode": key_code, "location": 0, "mods": mods, "repeat": false }))
+            .await;
+    }
+
+    /// Presses and releases one key, as a US keyboard would report it.
+    pub async fn press(&mut self, key: &str, code: &str, key_code: u32, mods: u8) {
+        self.key("down", key, code, key_code, mods).await;
+        self.key("up", key, code, key_code, mods).await;
+    }
+
+    /// Types ASCII text key by key with a US layout, Shift held where the character needs it.
+    pub async fn type_text(&mut self, text: &str) {
+        for c in text.chars() {
+            let (code, key_code, shift) = us_key(c);
+            if shift {
+                self.key("down", "Shift", "ShiftLeft", 16, 8).await;
+            }
+            let mods = if shift { 8 } else { 0 };
+            self.press(&c.to_string(), code, key_code, mods).await;
+            if shift {
+                self.key("up", "Shift", "ShiftLeft", 16, 0).await;
+            }
+        }
+    }
+}
+
+/// (code, keyCode, needs Shift) of an ASCII character on a US keyboard.
+pub fn us_key(c: char) -> (&'static str, u32, bool) {
+    const LETTERS: [&str; 26] = [
+        "KeyA", "KeyB", "KeyC", "KeyD", "KeyE", "KeyF", "KeyG", "KeyH", "KeyI", "KeyJ", "KeyK",
+        "KeyL", "KeyM", "KeyN", "KeyO", "KeyP", "KeyQ", "KeyR", "KeyS", "KeyT", "KeyU", "KeyV",
+        "KeyW", "KeyX", "KeyY", "KeyZ",
+    ];
+    const DIGITS: [&str; 10] = [
+        "Digit0", "Digit1", "Digit2", "Digit3", "Digit4", "Digit5", "Digit6", "Digit7", "Digit8",
+        "Digit9",
+    ];
+    match c {
+        'a'..='z' => (
+            LETTERS[(c as u8 - b'a') as usize],
+            c.to_ascii_uppercase() as u32,
+            false,
+        ),
+        'A'..='Z' => (LETTERS[(c as u8 - b'A') as usize], c as u32, true),
+        '0'..='9' => (DIGITS[(c as u8 - b'0') as usize], c as u32, false),
+        ' ' => ("Space", 32, false),
+        ',' => ("Comma", 188, false),
+        '.' => ("Period", 190, false),
+        '!' => ("Digit1", 49, true),
+        '?' => ("Slash", 191, true),
+        '-' => ("Minus", 189, false),
+        other => panic!("us_key: no key for {other:?}"),
+    }
+}
+
+pub fn decode_frame(raw: Vec<u8>) -> Frame {
+    let header = protocol::decode_frame_header(&raw).expect("frame header");
+    assert_eq!(header.kind, protocol::KIND_FRAME);
+    assert_eq!(header.codec, protocol::CODEC_JPEG);
+    let image = image::load_from_memory_with_format(
+        &raw[protocol::FRAME_HEADER_LEN..],
+        image::ImageFormat::Jpeg,
+    )
+    .expect("frame is a JPEG")
+    .to_rgb8();
+    assert_eq!(
+        (image.width(), image.height()),
+        (u32::from(header.width), u32::from(header.height))
+    );
+    Frame { header, raw, image }
+}
+
+/// A website for the session's browser to visit. Its pages post what they observe to `/report`;
+/// the test reads those reports in order.
+pub struct TestSite {
+    pub addr: SocketAddr,
+    reports: mpsc::Receiver<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ColorQuery {
+    c: Option<String>,
+}
+
+/// Script every page includes: `report(obj)` posts to the site, in order.
+const REPORT_JS: &str = r#"<script>
+let reportChain = Promise.resolve();
+function report(o) {
+  reportChain = reportChain.then(() => fetch('/report', {method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify(o)}).catch(() => {}));
+}
+addEventListener('load', () => report({type: 'ready', page: location.pathname}));
+</script>"#;
+
+fn page(body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8>{REPORT_JS}</head>{body}</html>"
+    ))
+}
+
+impl TestSite {
+    pub async fn start() -> Self {
+        let (tx, reports) = mpsc::channel(1024);
+        let app = Router::new()
+            .route("/report", post(|State(tx): State<mpsc::Sender<Value>>, Json(v): Json<Value>| async move {
+                let _ = tx.send(v).await;
+            }))
+            .route("/color", get(|Query(q): Query<ColorQuery>| async move {
+                let c = q.c.unwrap_or_else(|| "rgb(10,200,30)".into());
+                page(&format!("<body style='margin:0;background:{c}'></body>"))
+            }))
+            .route("/click", get(|| async {
+                page(r#"<body style="margin:0;height:100vh;background:#fff">
+<script>
+for (const type of ['mousedown', 'mouseup', 'click', 'dblclick', 'contextmenu', 'auxclick']) {
+  addEventListener(type, e => {
+    if (type === 'contextmenu') e.preventDefault();
+    if (type === 'mousedown') document.body.style.background = document.body.style.background === 'rgb(255, 0, 0)' ? 'rgb(0, 0, 255)' : 'rgb(255, 0, 0)';
+    report({type, x: e.clientX, y: e.clientY, button: e.button, detail: e.detail});
+  });
+}
+</script></body>"#)
+            }))
+            .route("/type", get(|| async {
+                page(r#"<body style="margin:0"><textarea id=t style="width:600px;height:300px" autofocus></textarea>
+<script>
+const t = document.getElementById('t');
+t.addEventListener('input', () => report({type: 'input', value: t.value}));
+t.addEventListener('keydown', e => report({type: 'keydown', key: e.key, code: e.code, keyCode: e.keyCode, ctrl: e.ctrlKey, shift: e.shiftKey}));
+t.addEventListener('select', () => report({type: 'select', start: t.selectionStart, end: t.selectionEnd}));
+</script></body>"#)
+            }))
+            .route("/scroll", get(|| async {
+                page(r#"<body style="margin:0"><div style="height:6000px;background:linear-gradient(#fff,#000)"></div>
+<script>addEventListener('scroll', () => report({type: 'scroll', y: scrollY, x: scrollX}));</script></body>"#)
+            }))
+            .route("/animate", get(|| async {
+                page(r#"<body style="margin:0;background:#fff"><div id=box style="width:200px;height:200px;background:#e33;position:absolute;top:100px;animation:slide 1s linear infinite alternate"></div>
+<style>@keyframes slide { from { left: 0 } to { left: 1000px } }</style></body>"#)
+            }))
+            .with_state(tx);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestSite { addr, reports }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The next report from a page.
+    pub async fn next_report(&mut self) -> Value {
+        tokio::time::timeout(WAIT, self.reports.recv())
+            .await
+            .expect("report in time")
+            .expect("site running")
+    }
+
+    /// Skips reports until one has `type == kind`.
+    pub async fn report_of(&mut self, kind: &str) -> Value {
+        loop {
+            let report = self.next_report().await;
+            if report["type"] == kind {
+                return report;
+            }
+        }
+    }
+
+    /// Skips reports until one satisfies `pred`.
+    pub async fn report_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let report = self.next_report().await;
+            if pred(&report) {
+                return report;
+            }
+        }
+    }
+}
+
+/// Waits for a process (not our child) to exit, through a pidfd. `false` after `limit`.
+pub async fn wait_pid_exit(pid: u32, limit: Duration) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(_) => return true, // no such process
+    };
+    // A pidfd becomes readable when the process exits.
+    tokio::task::spawn_blocking(move || {
+        let timeout = rustix::event::Timespec::try_from(limit).expect("timeout");
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+    })
+    .await
+    .expect("poll task")
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Every descendant of `pid` (children, grandchildren…), from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            parents.push((child, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A minimal HTTP/1.1 JSON client over tokio, enough for the API tests.
+pub mod reqwest_lite {
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Client {
+        addr: SocketAddr,
+    }
+
+    impl Client {
+        pub fn new(addr: SocketAddr) -> Self {
+            Client { addr }
+        }
+
+        /// Sends a request with a JSON body; returns the status and the JSON reply (Null if empty).
+        pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+            let body = body.map(|b| b.to_string());
+            let (status, text) = self.raw(method, path, &[], body.as_deref()).await;
+            let value = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            };
+            (status, value)
+        }
+
+        /// Sends a request with an arbitrary body and headers; returns status and body text.
+        pub async fn raw(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&str>,
+        ) -> (u16, String) {
+            let mut stream = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .expect("connect");
+            let mut request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+                self.addr
+            );
+            for (k, v) in headers {
+                request.push_str(&format!("{k}: {v}\r\n"));
+            }
+            let body = body.unwrap_or("");
+            if !body.is_empty() || method == "POST" {
+                request.push_str(&format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                ));
+            }
+            request.push_str("\r\n");
+            request.push_str(body);
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut response = Vec::new();
+            tokio::time::timeout(super::WAIT, stream.read_to_end(&mut response))
+                .await
+                .expect("reply in time")
+                .expect("read");
+            let response = String::from_utf8_lossy(&response).to_string();
+            let (head, rest) = response.split_once("\r\n\r\n").expect("http response");
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status");
+            let chunked = head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked");
+            (
+                status,
+                if chunked {
+                    dechunk(rest)
+                } else {
+                    rest.to_string()
+                },
+            )
+        }
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    }
+}
