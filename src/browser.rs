@@ -224,7 +224,15 @@ impl Browser {
                             m.device_height,
                             m.offset_top,
                         );
-                        trace!(?seq, bytes = jpeg.len(), "frame");
+                        trace!(
+                            ?seq,
+                            bytes = jpeg.len(),
+                            css_w = m.device_width,
+                            css_h = m.device_height,
+                            top = m.offset_top,
+                            scale = m.page_scale_factor,
+                            "frame"
+                        );
                         if seq.is_none() {
                             warn!("screencast frame without a readable JPEG header dropped");
                         }

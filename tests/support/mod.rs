@@ -2,6 +2,8 @@
 //! whose pages report what they received, and a WebSocket participant client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod viewer;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -463,6 +465,21 @@ t.addEventListener('select', () => report({type: 'select', start: t.selectionSta
                 page(r#"<body style="margin:0"><div style="height:6000px;background:linear-gradient(#fff,#000)"></div>
 <script>addEventListener('scroll', () => report({type: 'scroll', y: scrollY, x: scrollX}));</script></body>"#)
             }))
+            .route("/e2e", get(|| async {
+                page(r#"<body style="margin:0;height:4000px;background:#fff">
+<textarea id=t style="position:absolute;left:50px;top:50px;width:500px;height:150px"></textarea>
+<script>
+const t = document.getElementById('t');
+t.addEventListener('input', () => report({type: 'input', value: t.value}));
+for (const type of ['mousedown', 'dblclick', 'contextmenu']) {
+  addEventListener(type, e => {
+    if (type === 'contextmenu') e.preventDefault();
+    report({type, x: e.clientX, y: e.clientY, button: e.button, detail: e.detail});
+  });
+}
+addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
+</script></body>"#)
+            }))
             .route("/animate", get(|| async {
                 page(r#"<body style="margin:0;background:#fff"><div id=box style="width:200px;height:200px;background:#e33;position:absolute;top:100px;animation:slide 1s linear infinite alternate"></div>
 <style>@keyframes slide { from { left: 0 } to { left: 1000px } }</style></body>"#)
@@ -490,21 +507,22 @@ t.addEventListener('select', () => report({type: 'select', start: t.selectionSta
 
     /// Skips reports until one has `type == kind`.
     pub async fn report_of(&mut self, kind: &str) -> Value {
-        loop {
-            let report = self.next_report().await;
-            if report["type"] == kind {
-                return report;
-            }
-        }
+        self.report_where(|r| r["type"] == kind).await
     }
 
-    /// Skips reports until one satisfies `pred`.
+    /// Skips reports until one satisfies `pred`. On timeout, the failure lists what was skipped.
     pub async fn report_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut skipped = Vec::new();
         loop {
-            let report = self.next_report().await;
+            let next = tokio::time::timeout(WAIT, self.reports.recv()).await;
+            let report = match next {
+                Ok(Some(report)) => report,
+                _ => panic!("no matching report in time; skipped: {skipped:?}"),
+            };
             if pred(&report) {
                 return report;
             }
+            skipped.push(report);
         }
     }
 }

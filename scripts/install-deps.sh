@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what cobrowse needs on a Debian machine and is not there yet: Chromium (Debian's
+# `chromium` package), fonts for readable pages, a C compiler (libwebp builds from source) and
+# setpriv (util-linux; kills Chromium if the server dies). Safe to run again: it installs nothing
+# that is already present. The Rust toolchain itself is expected (https://rustup.rs).
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+if ! have chromium && ! have chromium-browser && ! have google-chrome-stable && ! have google-chrome \
+    && [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
+fi
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+have cc || missing+=(gcc libc6-dev)
+have setpriv || missing+=(util-linux)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    have sudo || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+have cargo || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }

@@ -1,0 +1,194 @@
+//! A participant's real browser, driven through CDP: opens join links, and clicks and types on
+//! `#screen` as a person would.
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    MouseButton,
+};
+use chromiumoxide::Page;
+use futures::StreamExt;
+use serde_json::Value;
+
+/// A browser a participant would use, with its own profile.
+pub struct ViewerBrowser {
+    pub browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+    _profile: tempfile::TempDir,
+}
+
+impl ViewerBrowser {
+    pub async fn launch(width: u32, height: u32) -> Self {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut builder = BrowserConfig::builder()
+            .chrome_executable(super::chromium())
+            .new_headless_mode()
+            .user_data_dir(profile.path())
+            .window_size(width, height)
+            .viewport(None)
+            .args(["disable-component-update", "disable-quic"]);
+        if rustix::process::geteuid().is_root() {
+            builder = builder.no_sandbox();
+        }
+        let (browser, mut handler) = Browser::launch(builder.build().expect("config"))
+            .await
+            .expect("viewer browser starts");
+        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        ViewerBrowser {
+            browser,
+            handler,
+            _profile: profile,
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+        self.handler.abort();
+    }
+}
+
+/// Evaluates `expression` (which may return a promise) in the viewer page.
+pub async fn eval(page: &Page, expression: &str) -> Value {
+    tokio::time::timeout(super::WAIT, page.evaluate(expression))
+        .await
+        .expect("evaluation in time")
+        .expect("evaluation succeeds")
+        .into_value()
+        .expect("JSON value")
+}
+
+/// Resolves once the viewer painted a frame with at least `seq` (0: any frame).
+pub async fn painted(page: &Page, seq: u64) -> u64 {
+    let js = format!(
+        "new Promise(resolve => {{
+           const done = () => window.cobrowse && window.cobrowse.paints > 0 && window.cobrowse.seq >= {seq};
+           if (done()) return resolve(window.cobrowse.seq);
+           addEventListener('cobrowse:paint', function on() {{ if (done()) {{ removeEventListener('cobrowse:paint', on); resolve(window.cobrowse.seq); }} }});
+         }})"
+    );
+    eval(page, &js).await.as_u64().expect("seq")
+}
+
+/// Where a mouse pointing at remote page pixel (x, y) sits in the viewer page: whole viewer
+/// pixels, as a real mouse reports them (`MouseEvent.clientX/Y` are integers in Chromium).
+/// Returns that point and the page pixel it maps back to through the letterboxed canvas; on a
+/// scaled-down screen one viewer pixel covers more than one page pixel.
+pub async fn aim(page: &Page, x: f64, y: f64) -> Aim {
+    let r = eval(page, "(() => { const c = document.getElementById('screen'); const r = c.getBoundingClientRect(); return {left: r.left, top: r.top, width: r.width, height: r.height, w: c.width, h: c.height}; })()").await;
+    let f = |k: &str| r[k].as_f64().expect("number");
+    let (sx, sy) = (f("width") / f("w"), f("height") / f("h"));
+    let client = ((f("left") + x * sx).round(), (f("top") + y * sy).round());
+    let expected = ((client.0 - f("left")) / sx, (client.1 - f("top")) / sy);
+    assert!((expected.0 - x).abs() <= 1.0 / sx && (expected.1 - y).abs() <= 1.0 / sy);
+    Aim { client, expected }
+}
+
+pub struct Aim {
+    pub client: (f64, f64),
+    /// The page pixel the viewer must deliver for `client`.
+    pub expected: (f64, f64),
+}
+
+/// The page reported an event at the aimed pixel (it reports integer `clientX/Y`).
+pub fn assert_hit(report: &Value, aim: &Aim) {
+    let (x, y) = (
+        report["x"].as_f64().expect("x"),
+        report["y"].as_f64().expect("y"),
+    );
+    let (ex, ey) = aim.expected;
+    assert!(
+        (x - ex).abs() <= 1.0 && (y - ey).abs() <= 1.0,
+        "{}: expected ({ex:.1},{ey:.1}), page got ({x},{y})",
+        report["type"]
+    );
+}
+
+pub async fn mouse(
+    page: &Page,
+    kind: DispatchMouseEventType,
+    (x, y): (f64, f64),
+    button: MouseButton,
+    clicks: i64,
+) {
+    let params = DispatchMouseEventParams::builder()
+        .r#type(kind)
+        .x(x)
+        .y(y)
+        .button(button)
+        .click_count(clicks)
+        .build()
+        .expect("mouse");
+    page.execute(params).await.expect("mouse event");
+}
+
+pub async fn click(page: &Page, at: (f64, f64), button: MouseButton, clicks: i64) {
+    mouse(
+        page,
+        DispatchMouseEventType::MouseMoved,
+        at,
+        MouseButton::None,
+        0,
+    )
+    .await;
+    for n in 1..=clicks {
+        mouse(
+            page,
+            DispatchMouseEventType::MousePressed,
+            at,
+            button.clone(),
+            n,
+        )
+        .await;
+        mouse(
+            page,
+            DispatchMouseEventType::MouseReleased,
+            at,
+            button.clone(),
+            n,
+        )
+        .await;
+    }
+}
+
+/// Presses a key in the viewer page as a keyboard would.
+pub async fn key(page: &Page, key: &str, code: &str, vk: i64, text: Option<&str>) {
+    let mut down = DispatchKeyEventParams::builder()
+        .r#type(if text.is_some() {
+            DispatchKeyEventType::KeyDown
+        } else {
+            DispatchKeyEventType::RawKeyDown
+        })
+        .key(key)
+        .code(code)
+        .windows_virtual_key_code(vk);
+    if let Some(text) = text {
+        down = down.text(text).unmodified_text(text);
+    }
+    page.execute(down.build().expect("key"))
+        .await
+        .expect("key down");
+    let up = DispatchKeyEventParams::builder()
+        .r#type(DispatchKeyEventType::KeyUp)
+        .key(key)
+        .code(code)
+        .windows_virtual_key_code(vk);
+    page.execute(up.build().expect("key"))
+        .await
+        .expect("key up");
+}
+
+pub async fn type_text(page: &Page, text: &str) {
+    for c in text.chars() {
+        let (code, vk, _) = super::us_key(c);
+        // Shifted letters arrive as their character; the page only checks the text.
+        key(
+            page,
+            &c.to_string(),
+            code,
+            i64::from(vk),
+            Some(&c.to_string()),
+        )
+        .await;
+    }
+}

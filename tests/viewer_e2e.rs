@@ -1,0 +1,132 @@
+//! The viewer in a real browser: a second Chromium opens the join links, and the test clicks,
+//! types, scrolls and right-clicks on `#screen` like a person. The page behind the proxy reports
+//! what it received.
+
+mod support;
+
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
+};
+use support::viewer::{aim, assert_hit, click, eval, key, painted, type_text, ViewerBrowser};
+use support::{TestServer, TestSite};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_uses_the_viewer_in_a_real_browser() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .http
+        .request(
+            "POST",
+            "/api/sessions",
+            Some(serde_json::json!({"url": site.url("/e2e")})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let owner_link = created["links"]["owner"]
+        .as_str()
+        .expect("owner link")
+        .to_string();
+    let controller_link = created["links"]["controller"]
+        .as_str()
+        .expect("controller link")
+        .to_string();
+    site.report_of("ready").await;
+
+    // A window smaller than the session's 1280×720 page: the screen is scaled down to fit.
+    let viewer = ViewerBrowser::launch(1000, 700).await;
+    let page = viewer
+        .browser
+        .new_page(owner_link.as_str())
+        .await
+        .expect("open owner link");
+    painted(&page, 0).await;
+    assert_eq!(eval(&page, "document.body.dataset.state").await, "live");
+    assert_eq!(eval(&page, "window.cobrowse.role").await, "owner");
+    let width = eval(
+        &page,
+        "document.getElementById('screen').getBoundingClientRect().width",
+    )
+    .await
+    .as_f64()
+    .expect("width");
+    assert!(
+        width < 1000.0,
+        "canvas is scaled to the window ({width} px wide)"
+    );
+
+    // Click into the textarea at page pixel (300, 120): the page sees the pixel under the pointer.
+    let target = aim(&page, 300.0, 120.0).await;
+    click(&page, target.client, MouseButton::Left, 1).await;
+    assert_hit(&site.report_of("mousedown").await, &target);
+
+    // Keystrokes typed into the viewer land in the textarea: text, Enter, Backspace.
+    type_text(&page, "Hi there").await;
+    key(&page, "Enter", "Enter", 13, Some("\r")).await;
+    type_text(&page, "ok").await;
+    key(&page, "Backspace", "Backspace", 8, None).await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "Hi there\no")
+        .await;
+
+    // Double click and right click, each at the right place.
+    let target = aim(&page, 800.0, 500.0).await;
+    click(&page, target.client, MouseButton::Left, 2).await;
+    let dbl = site.report_of("dblclick").await;
+    assert_hit(&dbl, &target);
+    assert_eq!(dbl["detail"], 2);
+    let target = aim(&page, 900.0, 600.0).await;
+    click(&page, target.client, MouseButton::Right, 1).await;
+    let menu = site.report_of("contextmenu").await;
+    assert_hit(&menu, &target);
+    assert_eq!(menu["button"], 2);
+
+    // A second person opens the share link in another window: same session, same screen.
+    let latest = painted(&page, 0).await;
+    let other = ViewerBrowser::launch(1280, 900).await;
+    let second = other
+        .browser
+        .new_page(controller_link.as_str())
+        .await
+        .expect("open controller link");
+    let seen = painted(&second, latest).await;
+    assert!(seen >= latest);
+    assert_eq!(eval(&second, "window.cobrowse.role").await, "controller");
+    assert_eq!(
+        eval(&page, "document.getElementById('presence').textContent").await,
+        "2"
+    );
+    // What the second window types shows up for both: it lands in the one page.
+    click(
+        &second,
+        aim(&second, 300.0, 120.0).await.client,
+        MouseButton::Left,
+        1,
+    )
+    .await;
+    key(&second, "End", "End", 35, None).await;
+    type_text(&second, "!").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "Hi there\no!")
+        .await;
+
+    // The wheel scrolls the remote page.
+    let at = aim(&page, 640.0, 360.0).await.client;
+    let wheel = DispatchMouseEventParams::builder()
+        .r#type(DispatchMouseEventType::MouseWheel)
+        .x(at.0)
+        .y(at.1)
+        .delta_x(0.0)
+        .delta_y(300.0)
+        .build()
+        .expect("wheel");
+    page.execute(wheel).await.expect("wheel");
+    site.report_where(|r| r["type"] == "scroll" && r["y"] == 300)
+        .await;
+
+    other.close().await;
+    viewer.close().await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("server stops");
+}
