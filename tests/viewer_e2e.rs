@@ -9,6 +9,7 @@ use std::time::Duration;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
 };
+use futures::StreamExt;
 use support::viewer::{aim, assert_hit, click, eval, key, painted, type_text, ViewerBrowser};
 use support::{TestServer, TestSite};
 
@@ -129,4 +130,61 @@ async fn a_person_uses_the_viewer_in_a_real_browser() {
     tokio::time::timeout(Duration::from_secs(30), server.stop())
         .await
         .expect("server stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_starts_a_session() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let viewer = ViewerBrowser::launch(1280, 900).await;
+    let page = viewer
+        .browser
+        .new_page(server.url("/").as_str())
+        .await
+        .expect("landing page");
+    // Type the URL into the box and press Start, as a person does.
+    let url_box = page.find_element("#url").await.expect("URL box");
+    url_box.click().await.expect("focus");
+    url_box
+        .type_str(site.url("/color?c=rgb(250,200,0)"))
+        .await
+        .expect("type URL");
+    let mut navigations = page
+        .event_listener::<chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated>()
+        .await
+        .expect("navigation events");
+    page.find_element("#start")
+        .await
+        .expect("Start")
+        .click()
+        .await
+        .expect("press Start");
+    // Start creates the session (POST /api/sessions), then goes to the owner link.
+    let arrived = async {
+        while let Some(event) = navigations.next().await {
+            if event.frame.parent_id.is_none() && event.frame.url.contains("/s/") {
+                return event.frame.url.clone();
+            }
+        }
+        panic!("viewer closed");
+    };
+    let session_url = tokio::time::timeout(support::WAIT, arrived)
+        .await
+        .expect("navigates in time");
+    assert!(session_url.starts_with(&server.url("/s/")), "{session_url}");
+    // The browser lands on the owner's session page and paints the remote page.
+    painted(&page, 0).await;
+    assert_eq!(eval(&page, "window.cobrowse.role").await, "owner");
+    let colour = "new Promise(r => { const c = document.getElementById('screen'); const ok = () => { const d = c.getContext('2d').getImageData(10, 10, 1, 1).data; return Math.abs(d[0] - 250) < 12 && Math.abs(d[1] - 200) < 12 && d[2] < 12; }; if (ok()) return r(true); addEventListener('cobrowse:paint', function on() { if (ok()) { removeEventListener('cobrowse:paint', on); r(true); } }); })";
+    assert_eq!(eval(&page, colour).await, true);
+    // The share links are shown to the owner.
+    let controller = eval(&page, "document.getElementById('link-controller').value").await;
+    assert!(
+        controller.as_str().is_some_and(|l| l.contains("#token=")),
+        "{controller}"
+    );
+    let sessions = server.http.request("GET", "/api/sessions", None).await.1;
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1));
+    viewer.close().await;
+    server.stop().await;
 }
