@@ -188,3 +188,90 @@ async fn the_landing_page_starts_a_session() {
     viewer.close().await;
     server.stop().await;
 }
+
+/// A loopback TCP proxy whose connections the test can cut, as a flaky network would.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut_rx = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {} // dropping both streams resets the connection
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut }
+    }
+
+    /// Drops every connection open now.
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let proxy = CuttableProxy::start(server.addr).await;
+    let (id, links) = server.create_session(&site.url("/click")).await;
+    site.report_of("ready").await;
+    let viewer = ViewerBrowser::launch(1280, 900).await;
+    let link = format!("http://{}/s/{id}#token={}", proxy.addr, links.controller);
+    let page = viewer
+        .browser
+        .new_page(link.as_str())
+        .await
+        .expect("open link");
+    let before = painted(&page, 0).await;
+    assert_eq!(server.session_json(&id).await.1["participants"], 1);
+
+    // The network drops the connection; the viewer notices and comes back on its own.
+    let states = "new Promise(r => { window.__states = []; new MutationObserver(() => { window.__states.push(document.body.dataset.state); if (document.body.dataset.state === 'live' && window.__states.includes('reconnecting')) r(window.__states); }).observe(document.body, {attributes: true, attributeFilter: ['data-state']}); })";
+    eval(
+        &page,
+        &format!("(() => {{ window.__done = {states}; return true; }})()"),
+    )
+    .await;
+    proxy.cut_all();
+    let seen = eval(&page, "window.__done").await;
+    assert!(
+        seen.as_array()
+            .is_some_and(|s| s.iter().any(|v| v == "reconnecting")),
+        "{seen}"
+    );
+    // Live again: the screen is repainted and input works.
+    painted(&page, before + 1).await;
+    click(
+        &page,
+        aim(&page, 200.0, 100.0).await.client,
+        MouseButton::Left,
+        1,
+    )
+    .await;
+    site.report_of("mousedown").await;
+    assert_eq!(
+        server.session_json(&id).await.1["participants"],
+        1,
+        "the dropped connection left"
+    );
+    viewer.close().await;
+    server.stop().await;
+}
