@@ -125,19 +125,19 @@ async fn bad_configuration_is_one_line_and_exit_code_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_server_leaves_no_chromium_behind() {
-    let site = TestSite::start().await;
+type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Starts the real binary on a free port with JSON logs; returns it, the address it logged, and
+/// the rest of its log.
+async fn spawn_server() -> (tokio::process::Child, std::net::SocketAddr, LogLines) {
     let mut server = cobrowse_bin()
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("COBROWSE_LOG", "info")
-        .env("COBROWSE_LOG_FORMAT", "json")
         .stderr(Stdio::piped())
         .spawn()
         .expect("start cobrowse");
-    // The server logs the address it bound.
     let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let addr = loop {
+    loop {
         let line = tokio::time::timeout(support::WAIT, lines.next_line())
             .await
             .expect("log in time")
@@ -145,13 +145,20 @@ async fn a_killed_server_leaves_no_chromium_behind() {
             .expect("server running");
         let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
         if log["fields"]["message"] == "listening" {
-            break log["fields"]["address"]
+            let addr = log["fields"]["address"]
                 .as_str()
                 .expect("address")
                 .parse()
                 .expect("socket address");
+            return (server, addr, lines);
         }
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_leaves_no_chromium_behind() {
+    let site = TestSite::start().await;
+    let (mut server, addr, mut lines) = spawn_server().await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let client = support::reqwest_lite::Client::new(addr);
     let (status, created) = client
@@ -188,27 +195,7 @@ async fn a_killed_server_leaves_no_chromium_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_sessions_and_exits_cleanly() {
     let site = TestSite::start().await;
-    let mut server = cobrowse_bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cobrowse");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(support::WAIT, lines.next_line())
-            .await
-            .expect("log in time")
-            .expect("read")
-            .expect("running");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if log["fields"]["message"] == "listening" {
-            break log["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .parse()
-                .expect("addr");
-        }
-    };
+    let (mut server, addr, mut lines) = spawn_server().await;
     let log_task = tokio::spawn(async move {
         let mut all = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
