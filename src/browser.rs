@@ -111,6 +111,7 @@ impl Browser {
         let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
 
         let gone = CancellationToken::new();
+        watch_exit(pid, gone.clone());
         let handler_gone = gone.clone();
         let handler_task = tokio::spawn(async move {
             // Keep polling after errors: breaking out would make every later call hang.
@@ -145,7 +146,7 @@ impl Browser {
         self.pid
     }
 
-    /// Cancelled when the browser process or its CDP connection is gone.
+    /// Cancelled when the browser process exits or its CDP connection ends.
     pub fn gone(&self) -> CancellationToken {
         self.gone.clone()
     }
@@ -307,6 +308,12 @@ async fn shutdown(
     pid: Option<u32>,
     grace: Duration,
 ) {
+    if let Ok(Some(status)) = browser.try_wait() {
+        // Already gone (crashed or killed): nothing to ask, nothing to wait for.
+        debug!(?pid, %status, "Chromium had already exited");
+        handler_task.abort();
+        return;
+    }
     if tokio::time::timeout(grace, browser.close()).await.is_err() {
         debug!(?pid, "Browser.close timed out");
     }
@@ -318,6 +325,33 @@ async fn shutdown(
         }
     }
     handler_task.abort();
+}
+
+/// Cancels `gone` when process `pid` exits. chromiumoxide's handler does not end when Chromium
+/// dies (it waits forever on the closed connection), so the process itself is watched: a pidfd
+/// becomes readable when the process exits. One blocking thread per browser, living exactly as
+/// long as that browser.
+fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let Some(pid) = pid
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        warn!("Chromium's pid is unknown: its death is noticed only when CDP fails");
+        return;
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "pidfd_open failed: Chromium's death is noticed only when CDP fails");
+            return;
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+        gone.cancel();
+    });
 }
 
 /// Geometry used for input before the first frame arrives: the page at 1:1.

@@ -453,3 +453,49 @@ async fn shutdown_tells_participants_and_closes_the_browser() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_browser_ends_its_session_cleanly() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/color")).await;
+    let (other_id, other_links) = server
+        .create_session(&site.url("/color?c=rgb(0,0,250)"))
+        .await;
+    let pid = server.session_json(&id).await.1["browserPid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let mut owner = server.join(&id, &links.owner).await;
+    owner.next_frame().await;
+
+    let victim = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(victim, rustix::process::Signal::KILL).expect("kill Chromium");
+    let ended = owner.next_json("ended").await;
+    assert_eq!(ended["reason"], "the browser stopped unexpectedly");
+    while owner
+        .next_message()
+        .await
+        .is_some_and(|m| !matches!(m, Message::Close(_)))
+    {}
+    assert_eq!(
+        owner.closed_with,
+        Some(cobrowse::protocol::close::SESSION_ENDED)
+    );
+    // The session is gone from the API; the other session is untouched and still serves frames.
+    let gone = async {
+        loop {
+            if server.session_json(&id).await.0 == 404 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("session unregistered");
+    let mut other = server.join(&other_id, &other_links.viewer).await;
+    other
+        .frame_where(|f| close_to(f.pixel(10, 10), [0, 0, 250], 12))
+        .await;
+    server.stop().await;
+}
