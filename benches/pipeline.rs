@@ -23,7 +23,7 @@ use support::viewer::{eval, painted, type_text, ViewerBrowser};
 use support::{TestServer, TestSite};
 use tokio_util::sync::CancellationToken;
 
-/// The sentence of the typing workload (54 characters, as in design.md's baseline).
+/// The sentence of the typing workload (55 characters; design.md's baseline typed 54).
 const SENTENCE: &str = "The quick brown fox jumps over the lazy dog, twice now.";
 
 fn env_or(name: &str, default: u64) -> u64 {
