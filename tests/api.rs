@@ -60,6 +60,37 @@ async fn the_session_limit_is_a_clear_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_nobody_joins_ends_after_the_idle_timeout() {
+    let site = TestSite::start().await;
+    let mut config = support::test_config();
+    config.idle_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    let (id, links) = server.create_session(&site.url("/color")).await;
+    let pid = server.session_json(&id).await.1["browserPid"]
+        .as_u64()
+        .expect("pid") as u32;
+    assert!(
+        wait_pid_exit(pid, Duration::from_secs(15)).await,
+        "idle session's browser still running"
+    );
+    // Gone from the API, and its links are dead.
+    let gone = async {
+        while server.session_json(&id).await.0 != 404 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("session unregistered");
+    assert!(
+        support::Participant::connect(server.addr, &id, &links.owner)
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_pages_are_served() {
     let server = TestServer::start().await;
     let (status, body) = server.http.raw("GET", "/", &[], None).await;
