@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use crate::config::Viewport;
-use crate::input::{FrameGeometry, Input, KeyKind, MouseButton, MouseKind};
+use crate::input::{Input, KeyKind, MouseButton, MouseKind};
 use crate::screen::ScreenPublisher;
 
 /// How long Chromium may take to print its DevTools address.
@@ -352,17 +352,6 @@ fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
         while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
         gone.cancel();
     });
-}
-
-/// Geometry used for input before the first frame arrives: the page at 1:1.
-pub fn default_geometry(viewport: Viewport) -> FrameGeometry {
-    FrameGeometry {
-        image_width: f64::from(viewport.width),
-        image_height: f64::from(viewport.height),
-        css_width: f64::from(viewport.width),
-        css_height: f64::from(viewport.height),
-        offset_top: 0.0,
-    }
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), chromiumoxide::error::CdpError>> + Send>>;

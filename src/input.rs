@@ -31,6 +31,18 @@ pub struct FrameGeometry {
 }
 
 impl FrameGeometry {
+    /// The page at 1:1: used for input before the first frame arrives.
+    pub fn identity(viewport: crate::config::Viewport) -> Self {
+        let (w, h) = (f64::from(viewport.width), f64::from(viewport.height));
+        FrameGeometry {
+            image_width: w,
+            image_height: h,
+            css_width: w,
+            css_height: h,
+            offset_top: 0.0,
+        }
+    }
+
     /// Maps a point in image pixels to page CSS pixels, clamped to the page.
     pub fn to_css(&self, x: f64, y: f64) -> (f64, f64) {
         let sx = if self.image_width > 0.0 {

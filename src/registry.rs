@@ -68,10 +68,6 @@ impl Registry {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn get(&self, id: &str) -> Option<SessionHandle> {
         self.table().sessions.get(id).cloned()
     }

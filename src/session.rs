@@ -280,7 +280,7 @@ impl SessionHandle {
     pub fn geometry(&self) -> FrameGeometry {
         match self.shared.screen.borrow().as_ref() {
             Some(frame) => frame.geometry,
-            None => crate::browser::default_geometry(self.shared.viewport),
+            None => FrameGeometry::identity(self.shared.viewport),
         }
     }
 
