@@ -14,8 +14,8 @@ use chromiumoxide::cdp::browser_protocol::input::{
     InsertTextParams, MouseButton as CdpMouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
-    EventFrameNavigated, EventScreencastFrame, NavigateParams, ScreencastFrameAckParams,
-    StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+    BringToFrontParams, EventFrameNavigated, EventScreencastFrame, NavigateParams,
+    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, GetTargetsParams,
@@ -172,6 +172,9 @@ impl Browser {
     /// second start ("Screencast is already active"), and a start just before a navigation swaps
     /// the renderer can be lost with the old one; stopping first covers both.
     pub async fn start_screencast(&self) -> Result<(), BrowserError> {
+        // A page Chromium considers hidden paints only the one frame a start forces (seen on a
+        // loaded machine right after the first navigation): make it the visible one first.
+        self.page.execute(BringToFrontParams::default()).await?;
         let _ = self.page.execute(StopScreencastParams::default()).await;
         let Viewport { width, height } = self.options.viewport;
         let params = StartScreencastParams::builder()
@@ -329,8 +332,8 @@ async fn shutdown(
 
 /// Cancels `gone` when process `pid` exits. chromiumoxide's handler does not end when Chromium
 /// dies (it waits forever on the closed connection), so the process itself is watched: a pidfd
-/// becomes readable when the process exits. One blocking thread per browser, living exactly as
-/// long as that browser.
+/// becomes readable when the process exits. One small detached thread per browser, living exactly
+/// as long as that browser (not a `spawn_blocking` task: those hold up the runtime's shutdown).
 fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
     use rustix::event::{poll, PollFd, PollFlags};
     let Some(pid) = pid
@@ -347,11 +350,17 @@ fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
             return;
         }
     };
-    tokio::task::spawn_blocking(move || {
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
-        gone.cancel();
-    });
+    let watcher = std::thread::Builder::new()
+        .name("chromium-exit".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+            gone.cancel();
+        });
+    if let Err(e) = watcher {
+        warn!(error = %e, "cannot watch Chromium's process: its death is noticed only when CDP fails");
+    }
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), chromiumoxide::error::CdpError>> + Send>>;

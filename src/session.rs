@@ -504,18 +504,20 @@ impl Driver {
                     self.handle.state().url = url.clone();
                     self.handle.broadcast(&ServerMessage::Page { url: &url });
                     // A navigation that swaps the page's renderer can lose a screencast started
-                    // just before it: start it again on the committed page.
-                    sync = *count.borrow() > 0;
-                    if sync {
-                        screencasting = false;
+                    // just before it. The new page always paints, so expect a frame soon, and
+                    // restart only if none comes (restarts themselves can stall the screencast).
+                    if screencasting {
+                        started_at_seq = Some(current_seq(&shared.screen));
+                        retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
                     }
+                    sync = false;
                 }
             }
             if sync {
                 // One screencast per session, running only while someone watches.
                 let wanted = *count.borrow() > 0;
-                retry_at = None;
                 if wanted != screencasting {
+                    retry_at = None;
                     let result = if wanted {
                         browser.start_screencast().await
                     } else {

@@ -317,9 +317,13 @@ async fn bad_messages_get_a_notice_and_disturb_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_that_stops_reading_never_slows_the_others() {
-    let site = TestSite::start().await;
+    let mut site = TestSite::start().await;
     let server = TestServer::start().await;
     let (id, links) = server.create_session(&site.url("/animate")).await;
+    // Join once the page has loaded: a screencast started during the first navigation can stall
+    // after one frame on a loaded machine (open problem, see ARCHITECTURE.md); this test is about
+    // a participant that stops reading, not about join timing.
+    site.report_of("ready").await;
     // This one never acknowledges and never reads after its hello.
     let mut stalled = server.join(&id, &links.viewer).await;
     let mut live = server.join(&id, &links.owner).await;

@@ -188,7 +188,9 @@ impl Participant {
         token: &str,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let request = ws_request(addr, id, &format!("cobrowse.v1, cobrowse.token.{token}")).await;
-        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("WebSocket handshake in time")?;
         assert_eq!(
             response
                 .headers()
@@ -285,26 +287,44 @@ impl Participant {
 
     /// The next frame message, undecoded and unacknowledged.
     pub async fn next_frame_raw(&mut self) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next_message().await {
+            let message = match tokio::time::timeout_at(deadline, self.next_message()).await {
+                Ok(message) => message,
+                Err(_) => panic!(
+                    "no frame in time; JSON seen meanwhile: {:?}",
+                    self.json_seen
+                ),
+            };
+            match message {
                 Some(Message::Binary(raw)) => return raw.to_vec(),
                 Some(Message::Text(text)) => {
                     self.json_seen
                         .push(serde_json::from_str(&text).expect("server sends JSON"));
                 }
                 Some(Message::Close(_)) | None => panic!("socket closed while waiting for a frame"),
-                Some(_) => {}
+                Some(other) => panic!("unexpected message while waiting for a frame: {other:?}"),
             }
         }
     }
 
-    /// Acknowledges and skips frames until one satisfies `pred`.
+    /// Acknowledges and skips frames until one satisfies `pred`. Fails after `WAIT` in all,
+    /// saying what the skipped frames looked like.
     pub async fn frame_where(&mut self, pred: impl Fn(&Frame) -> bool) -> Frame {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut skipped = 0;
+        let mut last: Option<(u32, [u8; 3])> = None;
         loop {
-            let frame = self.next_frame().await;
+            let frame = match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Ok(frame) => frame,
+                Err(_) => panic!("no matching frame in time; skipped {skipped}, last (seq, centre pixel) {last:?}"),
+            };
             if pred(&frame) {
                 return frame;
             }
+            skipped += 1;
+            let (w, h) = (frame.image.width(), frame.image.height());
+            last = Some((frame.header.seq, frame.pixel(w / 2, h / 2)));
         }
     }
 
