@@ -11,15 +11,13 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::input::{
-    DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
-};
+use chromiumoxide::cdp::browser_protocol::input::{DispatchMouseEventType, MouseButton};
 use cobrowse::browser::{Browser, LaunchOptions};
 use cobrowse::config::DEFAULT_VIEWPORT;
 use cobrowse::input::{Input, MouseButton as InputButton, MouseKind};
 use cobrowse::screen::{Frame, ScreenPublisher, ScreenWatch};
 use serde_json::json;
-use support::viewer::{eval, painted, type_text, ViewerBrowser};
+use support::viewer::{eval, mouse, painted, type_text, ViewerBrowser};
 use support::{TestServer, TestSite};
 use tokio_util::sync::CancellationToken;
 
@@ -187,16 +185,9 @@ const PROBE_JS: &str = r#"(() => {
   return true;
 })()"#;
 
+/// A left-button event in the viewer page.
 async fn viewer_mouse(page: &chromiumoxide::Page, kind: DispatchMouseEventType, at: (f64, f64)) {
-    let params = DispatchMouseEventParams::builder()
-        .r#type(kind)
-        .x(at.0)
-        .y(at.1)
-        .button(MouseButton::Left)
-        .click_count(1)
-        .build()
-        .expect("mouse");
-    page.execute(params).await.expect("mouse");
+    mouse(page, kind, at, MouseButton::Left, 1).await;
 }
 
 /// Click in the viewer → changed pixels on the viewer's canvas (ms), through cobrowse.
