@@ -8,14 +8,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::input::{DispatchMouseEventType, MouseButton};
 use cobrowse::browser::{Browser, LaunchOptions};
 use cobrowse::config::DEFAULT_VIEWPORT;
 use cobrowse::input::{Input, MouseButton as InputButton, MouseKind};
-use cobrowse::screen::{Frame, ScreenPublisher, ScreenWatch};
+use cobrowse::screen::RawFrame;
 use serde_json::json;
 use support::viewer::{eval, mouse, painted, type_text, ViewerBrowser};
 use support::{TestServer, TestSite};
@@ -45,9 +44,8 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 /// The centre pixel of a frame, decoded.
-fn centre(frame: &Frame) -> [u8; 3] {
-    let jpeg = &frame.message[cobrowse::protocol::FRAME_HEADER_LEN..];
-    let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+fn centre(frame: &RawFrame) -> [u8; 3] {
+    let image = image::load_from_memory_with_format(&frame.jpeg, image::ImageFormat::Jpeg)
         .expect("jpeg")
         .to_rgb8();
     image.get_pixel(image.width() / 2, image.height() / 2).0
@@ -56,7 +54,7 @@ fn centre(frame: &Frame) -> [u8; 3] {
 /// The baseline: a session browser read straight from CDP.
 struct Raw {
     browser: Browser,
-    screen: ScreenWatch,
+    screen: tokio::sync::watch::Receiver<Option<RawFrame>>,
     input: tokio::sync::mpsc::Sender<Input>,
     cancel: CancellationToken,
 }
@@ -71,9 +69,9 @@ impl Raw {
         .await
         .expect("launch");
         let cancel = CancellationToken::new();
-        let (publisher, mut screen) = ScreenPublisher::new();
+        let (frames, mut screen) = tokio::sync::watch::channel(None);
         browser
-            .spawn_frame_pump(publisher, cancel.clone())
+            .spawn_frame_pump(frames, cancel.clone())
             .await
             .expect("pump");
         let (input, rx) = tokio::sync::mpsc::channel(64);
@@ -89,7 +87,7 @@ impl Raw {
         }
     }
 
-    async fn next_frame(&mut self) -> Arc<Frame> {
+    async fn next_frame(&mut self) -> RawFrame {
         tokio::time::timeout(support::WAIT, self.screen.changed())
             .await
             .expect("frame in time")
@@ -162,7 +160,7 @@ async fn raw_animation(site: &TestSite, seconds: u64) -> (f64, f64) {
     while start.elapsed() < Duration::from_secs(seconds) {
         let frame = raw.next_frame().await;
         frames += 1;
-        bytes += (frame.message.len() - cobrowse::protocol::FRAME_HEADER_LEN) as u64;
+        bytes += frame.jpeg.len() as u64;
     }
     let secs = start.elapsed().as_secs_f64();
     raw.close().await;

@@ -96,10 +96,13 @@ pub struct SessionView {
     created_at: u64,
     participants: usize,
     frames_produced: u32,
+    frames_in: u64,
     frames_sent: u64,
     bytes_sent: u64,
     browser_pid: Option<u32>,
     links: Links,
+    /// Each connected participant's link: round trip, lag, quality, updates and bytes sent.
+    participant_links: Vec<crate::session::LinkInfo>,
 }
 
 impl From<SessionInfo> for SessionView {
@@ -118,10 +121,12 @@ impl From<SessionInfo> for SessionView {
                 .map_or(0, |d| d.as_secs()),
             participants: i.participants,
             frames_produced: i.frames_produced,
+            frames_in: i.frames_in,
             frames_sent: i.frames_sent,
             bytes_sent: i.bytes_sent,
             browser_pid: i.browser_pid,
             links: i.links,
+            participant_links: i.participant_links,
         }
     }
 }
@@ -228,6 +233,43 @@ pub async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, AppError> {
     Ok(Json(find(&app, &id)?.info().into()))
+}
+
+/// `GET /api/sessions/{id}/screenshot`: the server's current screen of the session, as a lossless
+/// PNG (exactly the pixels every viewer converges on).
+pub async fn screenshot(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let session = find(&app, &id)?;
+    let snapshot = session
+        .screen()
+        .borrow()
+        .clone()
+        .ok_or(AppError::Unavailable("the page has not painted yet".into()))?;
+    let png = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::Cursor::new(Vec::new());
+        snapshot
+            .pixels
+            .write_to(&mut out, image::ImageFormat::Png)
+            .map(|()| (out.into_inner(), snapshot.version))
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    let (png, version) = png;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/png".to_string()),
+            (
+                axum::http::header::HeaderName::from_static("x-screen-version"),
+                version.to_string(),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 /// `DELETE /api/sessions/{id}`: ends the session and answers once its browser is closed.

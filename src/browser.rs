@@ -7,6 +7,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
 use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::{
@@ -23,13 +24,13 @@ use chromiumoxide::cdp::browser_protocol::target::{
 use chromiumoxide::Page;
 use futures::stream::FuturesUnordered;
 use futures::{Future, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use crate::config::Viewport;
 use crate::input::{Input, KeyKind, MouseButton, MouseKind};
-use crate::screen::ScreenPublisher;
+use crate::screen::RawFrame;
 
 /// How long Chromium may take to print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -193,11 +194,12 @@ impl Browser {
         Ok(())
     }
 
-    /// Starts the task that turns screencast frames into screen versions. It acks each frame as
-    /// soon as it arrives (Chromium stops capturing with 3 unacked) and ends with `cancel`.
+    /// Starts the task that hands screencast frames to the screen (latest frame wins: the screen
+    /// task drops a frame superseded before it got to it). It acks each frame as soon as it
+    /// arrives (Chromium stops capturing with 3 unacked) and ends with `cancel`.
     pub async fn spawn_frame_pump(
         &self,
-        mut publisher: ScreenPublisher,
+        frames_out: watch::Sender<Option<RawFrame>>,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BrowserError> {
         let mut frames = self.page.event_listener::<EventScreencastFrame>().await?;
@@ -222,24 +224,22 @@ impl Browser {
                 match base64::engine::general_purpose::STANDARD.decode(data) {
                     Ok(jpeg) => {
                         let m = &frame.metadata;
-                        let seq = publisher.publish_jpeg(
-                            &jpeg,
-                            m.device_width,
-                            m.device_height,
-                            m.offset_top,
-                        );
                         trace!(
-                            ?seq,
                             bytes = jpeg.len(),
                             css_w = m.device_width,
                             css_h = m.device_height,
                             top = m.offset_top,
-                            scale = m.page_scale_factor,
+                            scroll_y = m.scroll_offset_y,
                             "frame"
                         );
-                        if seq.is_none() {
-                            warn!("screencast frame without a readable JPEG header dropped");
-                        }
+                        frames_out.send_replace(Some(RawFrame {
+                            jpeg: Bytes::from(jpeg),
+                            css_width: m.device_width,
+                            css_height: m.device_height,
+                            offset_top: m.offset_top,
+                            scroll_x: m.scroll_offset_x,
+                            scroll_y: m.scroll_offset_y,
+                        }));
                     }
                     Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
                 }

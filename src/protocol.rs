@@ -5,24 +5,27 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 /// Protocol version announced in `hello` and in the subprotocol name.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// WebSocket subprotocol the server selects.
-pub const SUBPROTOCOL: &str = "cobrowse.v1";
+pub const SUBPROTOCOL: &str = "cobrowse.v2";
 /// Prefix of the subprotocol that carries the join token.
 pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "cobrowse.token.";
 /// Largest message a viewer may send; the socket is closed (1009) beyond.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest `text` input, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
-/// Frames a viewer may have unacknowledged before the server waits for an ack.
-pub const ACK_WINDOW: usize = 2;
 
 /// Binary message kinds (byte 0).
-pub const KIND_FRAME: u8 = 1;
-/// Image codecs (byte 1 of a frame).
-pub const CODEC_JPEG: u8 = 1;
-/// Length of a frame header.
-pub const FRAME_HEADER_LEN: usize = 12;
+pub const KIND_UPDATE: u8 = 2;
+/// Update flags (byte 1).
+pub mod flags {
+    /// The update paints the whole screen; the viewer sizes its canvas to it first.
+    pub const KEYFRAME: u8 = 1;
+    /// The update only refines content already shown (lossless after lossy).
+    pub const REFINE: u8 = 2;
+}
+/// Length of an update header; the operations follow (see `encode`).
+pub const UPDATE_HEADER_LEN: usize = 16;
 
 /// WebSocket close codes of the application range.
 pub mod close {
@@ -34,42 +37,49 @@ pub mod close {
     pub const SHUTTING_DOWN: u16 = 4003;
 }
 
-/// Builds a binary frame message around an encoded JPEG. Built once per screen version and shared
-/// by every viewer.
-pub fn encode_frame(seq: u32, width: u16, height: u16, jpeg: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + jpeg.len());
-    buf.put_u8(KIND_FRAME);
-    buf.put_u8(CODEC_JPEG);
-    buf.put_u16_le(0);
-    buf.put_u32_le(seq);
-    buf.put_u16_le(width);
-    buf.put_u16_le(height);
-    buf.put_slice(jpeg);
-    buf.freeze()
-}
-
-/// Header of a binary frame message, as a viewer reads it. Used by tests and benches.
+/// Header of a binary update message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
-    pub kind: u8,
-    pub codec: u8,
-    pub seq: u32,
+pub struct UpdateHeader {
+    pub flags: u8,
+    /// Number of operations in the body.
+    pub ops: u16,
+    /// Per-connection update number: what the viewer acknowledges.
+    pub number: u32,
+    /// The screen version the viewer has after painting this update.
+    pub version: u32,
+    /// Screen size.
     pub width: u16,
     pub height: u16,
 }
 
-/// Parses a frame header; `None` when the message is too short.
-pub fn decode_frame_header(msg: &[u8]) -> Option<FrameHeader> {
-    if msg.len() < FRAME_HEADER_LEN {
+/// Builds an update message: this viewer's header, then the shared encoded body.
+pub fn encode_update(header: &UpdateHeader, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(UPDATE_HEADER_LEN + body.len());
+    buf.put_u8(KIND_UPDATE);
+    buf.put_u8(header.flags);
+    buf.put_u16_le(header.ops);
+    buf.put_u32_le(header.number);
+    buf.put_u32_le(header.version);
+    buf.put_u16_le(header.width);
+    buf.put_u16_le(header.height);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// Parses an update header; `None` when the message is too short or not an update.
+pub fn decode_update_header(msg: &[u8]) -> Option<UpdateHeader> {
+    if msg.len() < UPDATE_HEADER_LEN || msg[0] != KIND_UPDATE {
         return None;
     }
     let u16_at = |i: usize| u16::from_le_bytes([msg[i], msg[i + 1]]);
-    Some(FrameHeader {
-        kind: msg[0],
-        codec: msg[1],
-        seq: u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]),
-        width: u16_at(8),
-        height: u16_at(10),
+    let u32_at = |i: usize| u32::from_le_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
+    Some(UpdateHeader {
+        flags: msg[1],
+        ops: u16_at(2),
+        number: u32_at(4),
+        version: u32_at(8),
+        width: u16_at(12),
+        height: u16_at(14),
     })
 }
 
@@ -117,6 +127,10 @@ pub enum ServerMessage<'a> {
     Ended {
         reason: &'a str,
     },
+    /// Every participant's link figures; sent to the owner once a second.
+    Links {
+        participants: &'a [crate::session::LinkInfo],
+    },
 }
 
 impl ServerMessage<'_> {
@@ -130,11 +144,19 @@ impl ServerMessage<'_> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum ClientMessage {
-    Ack { seq: u32 },
+    /// Painted every update up to number `seq`. `resync`: something could not be painted; the
+    /// viewer needs a whole screen.
+    Ack {
+        seq: u32,
+        #[serde(default)]
+        resync: bool,
+    },
     Mouse(MouseMessage),
     Wheel(WheelMessage),
     Key(KeyMessage),
-    Text { text: String },
+    Text {
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -221,30 +243,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frame_header_round_trips() {
-        let msg = encode_frame(0x0102_0304, 1280, 720, b"\xff\xd8jpeg");
-        let h = decode_frame_header(&msg).expect("header");
-        assert_eq!(
-            h,
-            FrameHeader {
-                kind: KIND_FRAME,
-                codec: CODEC_JPEG,
-                seq: 0x0102_0304,
-                width: 1280,
-                height: 720
-            }
-        );
-        assert_eq!(&msg[FRAME_HEADER_LEN..], b"\xff\xd8jpeg");
+    fn update_header_round_trips() {
+        let header = UpdateHeader {
+            flags: flags::KEYFRAME,
+            ops: 3,
+            number: 0x0102_0304,
+            version: 77,
+            width: 1280,
+            height: 720,
+        };
+        let msg = encode_update(&header, b"ops");
+        assert_eq!(decode_update_header(&msg), Some(header));
+        assert_eq!(&msg[UPDATE_HEADER_LEN..], b"ops");
         // Little-endian on the wire, as docs/protocol.md says.
         assert_eq!(&msg[4..8], &[4, 3, 2, 1]);
-        assert!(decode_frame_header(&msg[..11]).is_none());
+        assert!(decode_update_header(&msg[..15]).is_none());
     }
 
     #[test]
     fn parses_client_messages() {
         assert_eq!(
             parse_client_message(r#"{"t":"ack","seq":7}"#),
-            Ok(ClientMessage::Ack { seq: 7 })
+            Ok(ClientMessage::Ack {
+                seq: 7,
+                resync: false
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"t":"ack","seq":7,"resync":true}"#),
+            Ok(ClientMessage::Ack {
+                seq: 7,
+                resync: true
+            })
         );
         let m = parse_client_message(
             r#"{"t":"mouse","type":"down","x":10.5,"y":20,"button":"left","buttons":1,"clicks":2,"mods":8}"#,

@@ -1,65 +1,381 @@
-//! The current screen of a session: the latest frame, versioned, encoded once and shared by every
-//! viewer. "Latest state wins": a viewer that falls behind gets the newest frame, never a backlog.
+//! The versioned screen of a session. Each screencast frame is decoded and compared with the
+//! current screen in 16-px tiles; a frame that changes something becomes a new version, which
+//! records for every tile the version that last changed it. A frame whose metadata says the page
+//! scrolled is compared with the current screen shifted by the scroll, and the shift is kept in a
+//! short log, so that viewers can move what they already have (a copy) instead of receiving it
+//! again.
+//!
+//! Memory: one decoded screen per version, shared (`Arc`) by whoever still reads it; the model
+//! keeps only the latest. The scroll log is bounded ([`SCROLL_LOG`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use image::RgbImage;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::input::FrameGeometry;
-use crate::protocol;
+use crate::tiles::{Grid, TileSet};
 
-/// One version of the screen, ready to send.
+/// Scrolls remembered; a viewer further behind gets a whole screen instead of copies.
+pub const SCROLL_LOG: usize = 32;
+/// Largest channel difference tolerated for a scrolled tile to count as "moved, not changed".
+/// Chromium re-encodes moved content at a new JPEG block alignment, so moved text never decodes
+/// bit-identically; such tiles are kept approximately and refined losslessly later ("settle").
+const APPROX_MAX_DIFF: u8 = 96;
+/// Largest mean absolute channel difference of such a tile.
+const APPROX_MEAN_DIFF: u32 = 6;
+/// A tile that changes again within this long is "hot" (animated), a candidate for lossy coding.
+pub const HOT_MS: u32 = 200;
+/// Largest frame accepted, per side (Chromium's own screencast limit is far below).
+pub const MAX_SIDE: u32 = 8192;
+
+/// A screencast frame as Chromium sent it.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub jpeg: Bytes,
+    /// Size of the captured page area in CSS pixels, and its offset.
+    pub css_width: f64,
+    pub css_height: f64,
+    pub offset_top: f64,
+    /// The page's scroll position in CSS pixels.
+    pub scroll_x: f64,
+    pub scroll_y: f64,
+}
+
+/// What a tile last went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TileInfo {
+    /// Version whose frame last changed this tile's content (moves by a scroll do not count).
+    pub version: u32,
+    /// When, in ms since the screen started.
+    pub changed_ms: u32,
+    /// Whether the change before that one was less than [`HOT_MS`] earlier.
+    pub hot: bool,
+}
+
+/// A scroll: between version `version - 1` and `version`, the content moved so that new pixel
+/// `(x, y)` is old pixel `(x + dx, y + dy)`. `approx` are the tiles whose moved content is only
+/// approximately what the new frame shows (see [`APPROX_MAX_DIFF`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scroll {
+    pub version: u32,
+    pub dx: i32,
+    pub dy: i32,
+    pub approx: TileSet,
+}
+
+/// One version of the screen. Immutable; shared by every viewer that reads it.
 #[derive(Debug)]
-pub struct Frame {
-    /// Version number, +1 per frame of the session.
-    pub seq: u32,
-    /// The binary protocol message (header + JPEG), shared by every viewer.
-    pub message: Bytes,
-    /// How this frame's image maps onto the page, for input coordinates.
+pub struct Snapshot {
+    pub version: u32,
+    pub grid: Grid,
+    /// The screen's pixels: Chromium's JPEG of this version, decoded.
+    pub pixels: RgbImage,
+    /// That JPEG, forwarded as is when most of the screen changed.
+    pub jpeg: Bytes,
+    pub tiles: Vec<TileInfo>,
+    /// Scrolls of the versions after `scroll_floor`, oldest first.
+    pub scrolls: Vec<Arc<Scroll>>,
+    /// Every scroll after this version is in `scrolls`; a viewer at or after it can be brought
+    /// up to date with copies. Also the version from which this grid (screen size) holds.
+    pub scroll_floor: u32,
     pub geometry: FrameGeometry,
+    /// When this version was made.
+    pub made_at: Instant,
+    /// Milliseconds since the screen started, as `TileInfo::changed_ms` counts them.
+    pub made_ms: u32,
 }
 
-/// What viewers hold: the latest frame, if the browser has painted one yet.
-pub type ScreenWatch = watch::Receiver<Option<Arc<Frame>>>;
-
-/// The writing side, owned by the session's frame pump.
-pub struct ScreenPublisher {
-    tx: watch::Sender<Option<Arc<Frame>>>,
-    next_seq: u32,
-}
-
-impl ScreenPublisher {
-    pub fn new() -> (Self, ScreenWatch) {
-        let (tx, rx) = watch::channel(None);
-        (ScreenPublisher { tx, next_seq: 1 }, rx)
+impl Snapshot {
+    /// Tiles changed after version `base`.
+    pub fn changed_since(&self, base: u32) -> TileSet {
+        let mut set = TileSet::empty(self.grid.len());
+        for (i, t) in self.tiles.iter().enumerate() {
+            if t.version > base {
+                set.insert(i);
+            }
+        }
+        set
     }
 
-    /// Publishes a JPEG as the new current screen. Returns `None` when the image's size cannot be
-    /// read (a corrupt frame is dropped, the previous screen stays).
-    pub fn publish_jpeg(
-        &mut self,
-        jpeg: &[u8],
-        css_width: f64,
-        css_height: f64,
-        offset_top: f64,
-    ) -> Option<u32> {
-        let (width, height) = jpeg_dimensions(jpeg)?;
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let frame = Frame {
-            seq,
-            message: protocol::encode_frame(seq, width, height, jpeg),
-            geometry: FrameGeometry {
-                image_width: f64::from(width),
-                image_height: f64::from(height),
-                css_width,
-                css_height,
-                offset_top,
-            },
+    /// The scrolls between version `base` and this one, or `None` when a viewer at `base` cannot
+    /// be brought up to date with copies (too far behind, or the screen size changed since).
+    pub fn scrolls_since(&self, base: u32) -> Option<&[Arc<Scroll>]> {
+        if base < self.scroll_floor {
+            return None;
+        }
+        let start = self.scrolls.partition_point(|s| s.version <= base);
+        Some(&self.scrolls[start..])
+    }
+
+    /// Whether tile `i` has kept its content for at least `ms` at time `now_ms`.
+    pub fn still_for(&self, i: usize, now_ms: u32, ms: u32) -> bool {
+        now_ms.saturating_sub(self.tiles[i].changed_ms) >= ms
+    }
+
+    /// The pixels of tile rectangle `r` as a tightly packed RGB buffer.
+    pub fn crop(&self, r: crate::tiles::PixelRect) -> Vec<u8> {
+        let stride = self.pixels.width() as usize * 3;
+        let raw = self.pixels.as_raw();
+        let mut out = Vec::with_capacity(r.area() as usize * 3);
+        for y in r.y..r.y + r.h {
+            let start = y as usize * stride + r.x as usize * 3;
+            out.extend_from_slice(&raw[start..start + r.w as usize * 3]);
+        }
+        out
+    }
+}
+
+/// What viewers hold: the latest version, if the browser has painted one yet.
+pub type ScreenWatch = watch::Receiver<Option<Arc<Snapshot>>>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame is not a decodable JPEG: {0}")]
+    Undecodable(String),
+    #[error("frame size {0}×{1} out of range")]
+    BadSize(u32, u32),
+}
+
+/// The writing side: turns frames into versions. Owned by the session's screen task.
+pub struct ScreenModel {
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    current: Option<Arc<Snapshot>>,
+    /// Scroll position (CSS px) of the current version's frame.
+    scroll: (f64, f64),
+    started: Instant,
+}
+
+impl ScreenModel {
+    pub fn new() -> (Self, ScreenWatch) {
+        let (tx, rx) = watch::channel(None);
+        let model = ScreenModel {
+            tx,
+            current: None,
+            scroll: (0.0, 0.0),
+            started: Instant::now(),
         };
-        self.tx.send_replace(Some(Arc::new(frame)));
-        Some(seq)
+        (model, rx)
+    }
+
+    /// The latest version, if any.
+    pub fn current(&self) -> Option<&Arc<Snapshot>> {
+        self.current.as_ref()
+    }
+
+    /// Applies a frame: returns the new version, or `Ok(None)` when nothing changed. A frame that
+    /// cannot be decoded leaves the screen as it was.
+    pub fn apply(&mut self, frame: RawFrame) -> Result<Option<Arc<Snapshot>>, FrameError> {
+        let pixels = decode_jpeg(&frame.jpeg)?;
+        let now = Instant::now();
+        let now_ms =
+            u32::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
+        let grid = Grid::new(pixels.width(), pixels.height());
+        let geometry = FrameGeometry {
+            image_width: f64::from(pixels.width()),
+            image_height: f64::from(pixels.height()),
+            css_width: frame.css_width,
+            css_height: frame.css_height,
+            offset_top: frame.offset_top,
+        };
+        let scroll = (frame.scroll_x, frame.scroll_y);
+        let previous = self.current.clone();
+        let snapshot = match previous {
+            Some(prev) if prev.grid == grid => {
+                let version = prev.version.wrapping_add(1);
+                // The scroll in image pixels (the frame may be scaled from CSS pixels).
+                let sx = geometry.image_width / geometry.css_width.max(1.0);
+                let sy = geometry.image_height / geometry.css_height.max(1.0);
+                let dx = ((scroll.0 - self.scroll.0) * sx).round() as i32;
+                let dy = ((scroll.1 - self.scroll.1) * sy).round() as i32;
+                let moved = (dx != 0 || dy != 0)
+                    && dx.unsigned_abs() < grid.width
+                    && dy.unsigned_abs() < grid.height;
+                let (dx, dy) = if moved { (dx, dy) } else { (0, 0) };
+                let diff = diff(&prev, &pixels, dx, dy, version, now_ms);
+                if !diff.changed && !moved {
+                    self.scroll = scroll;
+                    return Ok(None);
+                }
+                let mut scrolls = prev.scrolls.clone();
+                if moved {
+                    scrolls.push(Arc::new(Scroll {
+                        version,
+                        dx,
+                        dy,
+                        approx: diff.approx,
+                    }));
+                }
+                let mut scroll_floor = prev.scroll_floor;
+                if scrolls.len() > SCROLL_LOG {
+                    let dropped = scrolls.remove(0);
+                    scroll_floor = dropped.version;
+                }
+                Snapshot {
+                    version,
+                    grid,
+                    pixels,
+                    jpeg: frame.jpeg,
+                    tiles: diff.tiles,
+                    scrolls,
+                    scroll_floor,
+                    geometry,
+                    made_at: now,
+                    made_ms: now_ms,
+                }
+            }
+            // The first frame, or the screen size changed: everything is new.
+            previous => {
+                let version = previous.map_or(1, |p| p.version.wrapping_add(1));
+                Snapshot {
+                    version,
+                    grid,
+                    pixels,
+                    jpeg: frame.jpeg,
+                    tiles: vec![
+                        TileInfo {
+                            version,
+                            changed_ms: now_ms,
+                            hot: false,
+                        };
+                        grid.len()
+                    ],
+                    scrolls: Vec::new(),
+                    // A viewer at any earlier version needs the whole screen.
+                    scroll_floor: version,
+                    geometry,
+                    made_at: now,
+                    made_ms: now_ms,
+                }
+            }
+        };
+        self.scroll = scroll;
+        let snapshot = Arc::new(snapshot);
+        self.current = Some(snapshot.clone());
+        self.tx.send_replace(Some(snapshot.clone()));
+        Ok(Some(snapshot))
+    }
+}
+
+/// Decodes a JPEG into RGB, refusing absurd sizes before allocating.
+pub fn decode_jpeg(jpeg: &[u8]) -> Result<RgbImage, FrameError> {
+    let (w, h) = jpeg_dimensions(jpeg)
+        .ok_or_else(|| FrameError::Undecodable("no JPEG size marker".into()))?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(FrameError::BadSize(w, h));
+    }
+    let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+        .map_err(|e| FrameError::Undecodable(e.to_string()))?;
+    let rgb = image.into_rgb8();
+    if rgb.width() != w || rgb.height() != h {
+        return Err(FrameError::BadSize(rgb.width(), rgb.height()));
+    }
+    Ok(rgb)
+}
+
+struct Diff {
+    tiles: Vec<TileInfo>,
+    approx: TileSet,
+    changed: bool,
+}
+
+/// Compares `new` with `prev` moved by `(dx, dy)` tile by tile.
+fn diff(prev: &Snapshot, new: &RgbImage, dx: i32, dy: i32, version: u32, now_ms: u32) -> Diff {
+    let grid = prev.grid;
+    let mut tiles = Vec::with_capacity(grid.len());
+    let mut approx = TileSet::empty(grid.len());
+    let mut changed = false;
+    let moved = dx != 0 || dy != 0;
+    for i in 0..grid.len() {
+        let old = prev.tiles[i];
+        if let Some(sources) = grid.sources(i, dx, dy) {
+            let same = compare(&prev.pixels, new, grid.tile_rect(i), dx, dy, moved);
+            if same != Same::No {
+                // Moved content keeps what the newest of the tiles it came from went through: a
+                // viewer that had those has this.
+                let kept = if moved {
+                    sources
+                        .map(|s| prev.tiles[s])
+                        .max_by_key(|t| t.version)
+                        .unwrap_or(old)
+                } else {
+                    old
+                };
+                tiles.push(kept);
+                if same == Same::Approx {
+                    approx.insert(i);
+                }
+                continue;
+            }
+        }
+        changed = true;
+        tiles.push(TileInfo {
+            version,
+            changed_ms: now_ms,
+            hot: now_ms.saturating_sub(old.changed_ms) < HOT_MS,
+        });
+    }
+    Diff {
+        tiles,
+        approx,
+        changed,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Same {
+    Exact,
+    Approx,
+    No,
+}
+
+/// Compares tile rectangle `r` of `new` with the same rectangle of `old` moved by `(dx, dy)`
+/// (the caller checked it is inside the screen). Only moved content may be approximately equal.
+fn compare(
+    old: &RgbImage,
+    new: &RgbImage,
+    r: crate::tiles::PixelRect,
+    dx: i32,
+    dy: i32,
+    allow_approx: bool,
+) -> Same {
+    let stride = new.width() as usize * 3;
+    let (old_raw, new_raw) = (old.as_raw(), new.as_raw());
+    let row_bytes = r.w as usize * 3;
+    let mut exact = true;
+    let mut total: u32 = 0;
+    for y in r.y..r.y + r.h {
+        let n = y as usize * stride + r.x as usize * 3;
+        let oy = (y as i64 + i64::from(dy)) as usize;
+        let ox = (r.x as i64 + i64::from(dx)) as usize;
+        let o = oy * stride + ox * 3;
+        let (a, b) = (&new_raw[n..n + row_bytes], &old_raw[o..o + row_bytes]);
+        if a == b {
+            continue;
+        }
+        if !allow_approx {
+            return Same::No;
+        }
+        exact = false;
+        for (&p, &q) in a.iter().zip(b) {
+            let d = p.abs_diff(q);
+            if d > APPROX_MAX_DIFF {
+                return Same::No;
+            }
+            total += u32::from(d);
+        }
+    }
+    if exact {
+        return Same::Exact;
+    }
+    let samples = r.area() * 3;
+    if total <= APPROX_MEAN_DIFF * samples {
+        Same::Approx
+    } else {
+        Same::No
     }
 }
 
@@ -99,41 +415,145 @@ pub fn jpeg_dimensions(data: &[u8]) -> Option<(u16, u16)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn jpeg(width: u32, height: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 10, 10]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Jpeg)
+    /// A JPEG of `img`, as Chromium would send (quality 90).
+    pub fn jpeg_of(img: &RgbImage) -> Bytes {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(img)
             .expect("encode");
-        out.into_inner()
+        Bytes::from(out)
+    }
+
+    pub fn frame(img: &RgbImage, scroll_y: f64) -> RawFrame {
+        RawFrame {
+            jpeg: jpeg_of(img),
+            css_width: f64::from(img.width()),
+            css_height: f64::from(img.height()),
+            offset_top: 0.0,
+            scroll_x: 0.0,
+            scroll_y,
+        }
+    }
+
+    /// A page of horizontal stripes, `offset` pixels scrolled: row y has the colour of page row
+    /// y + offset. Stripes are 16 px high and JPEG-friendly (flat colours).
+    pub fn striped(w: u32, h: u32, offset: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |_, y| {
+            let band = (y + offset) / 16;
+            image::Rgb([(band * 40 % 256) as u8, (band * 90 % 256) as u8, 128])
+        })
     }
 
     #[test]
     fn reads_jpeg_size() {
-        assert_eq!(jpeg_dimensions(&jpeg(321, 123)), Some((321, 123)));
+        let img = RgbImage::from_pixel(321, 123, image::Rgb([200, 10, 10]));
+        assert_eq!(jpeg_dimensions(&jpeg_of(&img)), Some((321, 123)));
         assert_eq!(jpeg_dimensions(b"not a jpeg"), None);
-        assert_eq!(jpeg_dimensions(&jpeg(16, 16)[..20]), None);
+        assert_eq!(jpeg_dimensions(&jpeg_of(&img)[..20]), None);
     }
 
     #[test]
-    fn publishing_versions_the_screen() {
-        let (mut publisher, rx) = ScreenPublisher::new();
-        assert!(rx.borrow().is_none());
-        assert_eq!(
-            publisher.publish_jpeg(&jpeg(64, 32), 128.0, 64.0, 0.0),
-            Some(1)
-        );
-        assert_eq!(publisher.publish_jpeg(b"garbage", 128.0, 64.0, 0.0), None);
-        assert_eq!(
-            publisher.publish_jpeg(&jpeg(64, 32), 128.0, 64.0, 0.0),
-            Some(2)
-        );
-        let frame = rx.borrow().clone().expect("frame");
-        assert_eq!(frame.seq, 2);
-        assert_eq!(frame.geometry.to_css(32.0, 16.0), (64.0, 32.0));
-        let header = protocol::decode_frame_header(&frame.message).expect("header");
-        assert_eq!((header.seq, header.width, header.height), (2, 64, 32));
+    fn bad_frames_leave_the_screen_alone() {
+        let (mut model, rx) = ScreenModel::new();
+        let img = RgbImage::from_pixel(64, 32, image::Rgb([10, 200, 10]));
+        model.apply(frame(&img, 0.0)).expect("ok").expect("new");
+        let mut bad = frame(&img, 0.0);
+        bad.jpeg = Bytes::from_static(b"\xff\xd8garbage");
+        assert!(model.apply(bad).is_err());
+        let mut truncated = frame(&img, 0.0);
+        truncated.jpeg = truncated.jpeg.slice(..truncated.jpeg.len() / 2);
+        // Truncated data may decode partially or fail; either way the version only moves when
+        // pixels really changed, and the screen stays readable.
+        let _ = model.apply(truncated);
+        assert!(rx.borrow().as_ref().expect("screen").version >= 1);
+    }
+
+    #[test]
+    fn finds_exactly_the_changed_tiles() {
+        let (mut model, rx) = ScreenModel::new();
+        let mut img = RgbImage::from_pixel(128, 64, image::Rgb([255, 255, 255]));
+        let first = model.apply(frame(&img, 0.0)).expect("ok").expect("first");
+        assert_eq!(first.version, 1);
+        assert_eq!(first.changed_since(0).count(), 8 * 4);
+        // Nothing changed: no new version.
+        assert!(model.apply(frame(&img, 0.0)).expect("ok").is_none());
+        // Paint a block inside tile (5, 2) only; 8-px aligned so JPEG blocks around stay intact.
+        for y in 40..48 {
+            for x in 80..88 {
+                img.put_pixel(x, y, image::Rgb([0, 0, 0]));
+            }
+        }
+        let second = model.apply(frame(&img, 0.0)).expect("ok").expect("changed");
+        assert_eq!(second.version, 2);
+        let changed: Vec<_> = second.changed_since(1).iter().collect();
+        assert_eq!(changed, vec![second.grid.index(5, 2)]);
+        assert!(second.changed_since(2).is_empty());
+        assert_eq!(rx.borrow().as_ref().expect("screen").version, 2);
+        assert_eq!(second.scrolls_since(1).map(<[_]>::len), Some(0));
+    }
+
+    #[test]
+    fn a_scroll_becomes_a_move_and_a_revealed_strip() {
+        let (mut model, _rx) = ScreenModel::new();
+        model
+            .apply(frame(&striped(64, 128, 0), 0.0))
+            .expect("ok")
+            .expect("first");
+        // Scrolled by 32 px (two tile rows): the bottom two rows are revealed, the rest moved.
+        let s = model
+            .apply(frame(&striped(64, 128, 32), 32.0))
+            .expect("ok")
+            .expect("scrolled");
+        let scrolls = s.scrolls_since(1).expect("copies");
+        assert_eq!(scrolls.len(), 1);
+        assert_eq!((scrolls[0].dx, scrolls[0].dy), (0, 32));
+        let changed: Vec<_> = s.changed_since(1).iter().collect();
+        let grid = s.grid;
+        let revealed: Vec<_> = (6..8)
+            .flat_map(|row| (0..4).map(move |col| grid.index(col, row)))
+            .collect();
+        assert_eq!(changed, revealed);
+        // A viewer two scrolls behind... too far behind the log needs the whole screen.
+        assert!(s.scrolls_since(0).is_none());
+    }
+
+    #[test]
+    fn the_scroll_log_is_bounded() {
+        let (mut model, _rx) = ScreenModel::new();
+        let mut last = None;
+        for i in 0..(SCROLL_LOG as u32 + 5) {
+            last = model
+                .apply(frame(&striped(64, 128, i * 16), f64::from(i * 16)))
+                .expect("ok");
+        }
+        let s = last.expect("version");
+        assert_eq!(s.scrolls.len(), SCROLL_LOG);
+        assert!(s.scrolls_since(s.scroll_floor).is_some());
+        assert!(s.scrolls_since(s.scroll_floor - 1).is_none());
+    }
+
+    #[test]
+    fn a_new_size_starts_over() {
+        let (mut model, _rx) = ScreenModel::new();
+        let img = RgbImage::from_pixel(64, 32, image::Rgb([1, 2, 3]));
+        model.apply(frame(&img, 0.0)).expect("ok");
+        let img = RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]));
+        let s = model.apply(frame(&img, 0.0)).expect("ok").expect("new");
+        assert_eq!(s.version, 2);
+        assert_eq!(s.changed_since(1).count(), s.grid.len());
+        assert!(s.scrolls_since(1).is_none());
+    }
+
+    #[test]
+    fn hot_tiles_are_the_ones_changing_fast() {
+        let (mut model, _rx) = ScreenModel::new();
+        let a = RgbImage::from_pixel(32, 32, image::Rgb([0, 0, 0]));
+        let b = RgbImage::from_pixel(32, 32, image::Rgb([250, 250, 250]));
+        model.apply(frame(&a, 0.0)).expect("ok");
+        let s = model.apply(frame(&b, 0.0)).expect("ok").expect("new");
+        assert!(s.tiles.iter().all(|t| t.hot), "changed twice in a row");
     }
 }

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
             "/sessions/{id}",
             get(api::get_session).delete(api::delete_session),
         )
+        .route("/sessions/{id}/screenshot", get(api::screenshot))
         .fallback(api::api_not_found)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
     Router::new()

@@ -2,7 +2,7 @@
 //! browser; everyone else holds a cloneable [`SessionHandle`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +14,10 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::browser::Browser;
 use crate::config::Viewport;
+use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input};
 use crate::protocol::{Links, ServerMessage};
-use crate::screen::{ScreenPublisher, ScreenWatch};
+use crate::screen::{RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
 
 /// Input events queued between the participants and the browser. A full queue makes the sending
@@ -83,12 +84,53 @@ pub struct Stats {
     pub frames_sent: AtomicU64,
     /// Bytes of screen data sent to participants. Written by each writer task.
     pub bytes_sent: AtomicU64,
+    /// Screencast frames received from Chromium (changed or not). Written by the screen task.
+    pub frames_in: AtomicU64,
+}
+
+/// How one participant's link performs, written by its writer task.
+#[derive(Debug)]
+pub struct LinkStats {
+    /// Smoothed round trip of an update, ms; `u32::MAX` before the first.
+    pub rtt_ms: AtomicU32,
+    /// Age of the newest screen the participant painted when a newer one exists, ms.
+    pub lag_ms: AtomicU32,
+    /// Current lossy quality level (0 high, 1 medium, 2 low).
+    pub quality: AtomicU32,
+    /// Updates and bytes of screen data sent.
+    pub updates: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Default for LinkStats {
+    fn default() -> Self {
+        LinkStats {
+            rtt_ms: AtomicU32::new(u32::MAX),
+            lag_ms: AtomicU32::new(0),
+            quality: AtomicU32::new(0),
+            updates: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A participant's link figures, for the API and the owner's viewer.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkInfo {
+    pub id: String,
+    pub role: &'static str,
+    pub rtt_ms: Option<u32>,
+    pub lag_ms: u32,
+    pub quality: &'static str,
+    pub updates: u64,
+    pub bytes: u64,
 }
 
 /// Mutable state behind a short lock; never held across an `.await`.
 struct State {
     /// Connected participants by id. Written by `join` and `Participant::drop`.
-    participants: HashMap<String, Role>,
+    participants: HashMap<String, (Role, Arc<LinkStats>)>,
     /// Numbers participant ids; only grows.
     next_participant: u64,
     /// URL of the page's main frame. Written by the driver on every navigation.
@@ -108,6 +150,8 @@ struct Shared {
     links_base: String,
     max_participants: usize,
     screen: ScreenWatch,
+    /// Updates encoded for the latest versions, shared by every participant.
+    encoder: EncodeCache,
     input: mpsc::Sender<Input>,
     /// JSON events for every participant (serialised once).
     events: broadcast::Sender<Arc<str>>,
@@ -138,7 +182,11 @@ pub struct SessionInfo {
     pub url: String,
     pub viewport: Viewport,
     pub participants: usize,
+    /// Screen versions made (frames that changed something).
     pub frames_produced: u32,
+    /// Screencast frames received from Chromium.
+    pub frames_in: u64,
+    pub participant_links: Vec<LinkInfo>,
     pub frames_sent: u64,
     pub bytes_sent: u64,
     pub browser_pid: Option<u32>,
@@ -175,7 +223,8 @@ impl SessionHandle {
         tracker: &tokio_util::task::TaskTracker,
         on_finished: impl FnOnce(&str) + Send + 'static,
     ) -> Result<SessionHandle, crate::browser::BrowserError> {
-        let (publisher, screen) = ScreenPublisher::new();
+        let (model, screen) = ScreenModel::new();
+        let (frames_tx, frames_rx) = watch::channel(None);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let cancel = server_shutdown.child_token();
@@ -188,6 +237,7 @@ impl SessionHandle {
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
+            encoder: EncodeCache::default(),
             input: input_tx,
             events,
             participant_count: watch::Sender::new(0),
@@ -206,7 +256,7 @@ impl SessionHandle {
         let handle = SessionHandle { shared };
         // Listeners are registered before anything can paint or navigate.
         let listeners = async {
-            let pump = browser.spawn_frame_pump(publisher, cancel.clone()).await?;
+            let pump = browser.spawn_frame_pump(frames_tx, cancel.clone()).await?;
             Ok::<_, crate::browser::BrowserError>((pump, browser.navigations().await?))
         };
         let (pump, navigations) = match listeners.await {
@@ -217,6 +267,10 @@ impl SessionHandle {
             }
         };
         let input = browser.spawn_input(input_rx, cancel.clone());
+        let screen_task = tokio::spawn(
+            run_screen(model, frames_rx, handle.clone())
+                .instrument(tracing::info_span!("screen", session_id = %handle.id())),
+        );
         browser.navigate(&new.start_url);
         let span = tracing::info_span!("session", session_id = %handle.id());
         let driver = Driver {
@@ -226,7 +280,9 @@ impl SessionHandle {
         };
         tracker.spawn(
             async move {
-                driver.run(browser, navigations, vec![pump, input]).await;
+                driver
+                    .run(browser, navigations, vec![pump, input, screen_task])
+                    .await;
                 on_finished(driver.handle.id());
                 driver.handle.shared.finished.cancel();
             }
@@ -276,10 +332,20 @@ impl SessionHandle {
         self.shared.screen.clone()
     }
 
+    /// Every participant's link figures.
+    pub fn link_infos(&self) -> Vec<LinkInfo> {
+        link_infos(&self.state())
+    }
+
+    /// Updates encoded for this session's latest versions.
+    pub fn encoder(&self) -> &EncodeCache {
+        &self.shared.encoder
+    }
+
     /// Geometry of the current screen, for mapping input coordinates.
     pub fn geometry(&self) -> FrameGeometry {
         match self.shared.screen.borrow().as_ref() {
-            Some(frame) => frame.geometry,
+            Some(snapshot) => snapshot.geometry,
             None => FrameGeometry::identity(self.shared.viewport),
         }
     }
@@ -342,9 +408,13 @@ impl SessionHandle {
     }
 
     pub fn info(&self) -> SessionInfo {
-        let (participants, url) = {
+        let (participants, url, links) = {
             let state = self.state();
-            (state.participants.len(), state.url.clone())
+            (
+                state.participants.len(),
+                state.url.clone(),
+                link_infos(&state),
+            )
         };
         SessionInfo {
             id: self.shared.id.clone(),
@@ -353,7 +423,9 @@ impl SessionHandle {
             url,
             viewport: self.shared.viewport,
             participants,
-            frames_produced: self.shared.screen.borrow().as_ref().map_or(0, |f| f.seq),
+            frames_produced: current_version(&self.shared.screen),
+            frames_in: self.shared.stats.frames_in.load(Ordering::Relaxed),
+            participant_links: links,
             frames_sent: self.shared.stats.frames_sent.load(Ordering::Relaxed),
             bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
             browser_pid: self.shared.browser_pid,
@@ -366,15 +438,16 @@ impl SessionHandle {
         if self.shared.cancel.is_cancelled() {
             return Err(JoinError::Ended);
         }
-        let (id, count) = {
+        let (id, link, count) = {
             let mut state = self.state();
             if state.participants.len() >= self.shared.max_participants {
                 return Err(JoinError::Full);
             }
             let id = format!("p{}", state.next_participant);
             state.next_participant += 1;
-            state.participants.insert(id.clone(), role);
-            (id, state.participants.len())
+            let stats = Arc::new(LinkStats::default());
+            state.participants.insert(id.clone(), (role, stats.clone()));
+            (id, stats, state.participants.len())
         };
         self.shared.participant_count.send_replace(count);
         self.broadcast(&ServerMessage::Presence { count });
@@ -383,6 +456,7 @@ impl SessionHandle {
             session: self.clone(),
             id,
             role,
+            link,
         })
     }
 
@@ -397,6 +471,7 @@ pub struct Participant {
     session: SessionHandle,
     id: String,
     role: Role,
+    link: Arc<LinkStats>,
 }
 
 impl Participant {
@@ -410,6 +485,11 @@ impl Participant {
 
     pub fn session(&self) -> &SessionHandle {
         &self.session
+    }
+
+    /// This participant's link figures, written by its writer task.
+    pub fn link(&self) -> &LinkStats {
+        &self.link
     }
 }
 
@@ -426,13 +506,83 @@ impl Drop for Participant {
     }
 }
 
-/// Version of the latest frame, 0 before the first.
-fn current_seq(screen: &ScreenWatch) -> u32 {
-    screen.borrow().as_ref().map_or(0, |f| f.seq)
+/// Version of the latest screen, 0 before the first.
+fn current_version(screen: &ScreenWatch) -> u32 {
+    screen.borrow().as_ref().map_or(0, |s| s.version)
+}
+
+fn link_infos(state: &State) -> Vec<LinkInfo> {
+    let mut links: Vec<LinkInfo> = state
+        .participants
+        .iter()
+        .map(|(id, (role, l))| {
+            let rtt = l.rtt_ms.load(Ordering::Relaxed);
+            LinkInfo {
+                id: id.clone(),
+                role: role.as_str(),
+                rtt_ms: (rtt != u32::MAX).then_some(rtt),
+                lag_ms: l.lag_ms.load(Ordering::Relaxed),
+                quality: match l.quality.load(Ordering::Relaxed) {
+                    0 => "high",
+                    1 => "medium",
+                    _ => "low",
+                },
+                updates: l.updates.load(Ordering::Relaxed),
+                bytes: l.bytes.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    links.sort_by(|a, b| a.id.cmp(&b.id));
+    links
+}
+
+/// The screen task: turns the latest screencast frame into a screen version, off the async
+/// workers. Frames that arrive while one is being processed supersede each other (each is a
+/// whole screen); the newest is always processed.
+async fn run_screen(
+    mut model: ScreenModel,
+    mut frames: watch::Receiver<Option<RawFrame>>,
+    session: SessionHandle,
+) {
+    while frames.changed().await.is_ok() {
+        let Some(frame) = frames.borrow_and_update().clone() else {
+            continue;
+        };
+        session
+            .shared
+            .stats
+            .frames_in
+            .fetch_add(1, Ordering::Relaxed);
+        let applied = tokio::task::spawn_blocking(move || {
+            let result = model.apply(frame);
+            (model, result)
+        })
+        .await;
+        match applied {
+            Ok((m, result)) => {
+                model = m;
+                match result {
+                    Ok(Some(s)) => tracing::trace!(version = s.version, "screen version"),
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "screencast frame dropped"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "screen processing failed; the screen stops here");
+                session.end("the screen could not be processed");
+                return;
+            }
+        }
+    }
+}
+
+/// The driver's watchdog counts frames received, changed or not.
+fn frames_received(shared: &Shared) -> u64 {
+    shared.stats.frames_in.load(Ordering::Relaxed)
 }
 
 /// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_or_never(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_or_never(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -463,7 +613,7 @@ impl Driver {
         // swaps the page's renderer), the time to try again.
         let mut retry_at: Option<Instant> = None;
         // Screen version when the screencast last started, until its first frame is checked for.
-        let mut started_at_seq: Option<u32> = None;
+        let mut started_at_seq: Option<u64> = None;
         let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
         info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
         loop {
@@ -486,7 +636,7 @@ impl Driver {
                     // since the start means Chromium lost it (seen under load around the first
                     // navigation): start it again.
                     if let Some(seq) = started_at_seq.take() {
-                        if screencasting && current_seq(&shared.screen) == seq {
+                        if screencasting && frames_received(shared) == seq {
                             debug!("no frame since the screencast started; restarting it");
                             screencasting = false;
                         }
@@ -507,7 +657,7 @@ impl Driver {
                     // just before it. The new page always paints, so expect a frame soon, and
                     // restart only if none comes (restarts themselves can stall the screencast).
                     if screencasting {
-                        started_at_seq = Some(current_seq(&shared.screen));
+                        started_at_seq = Some(frames_received(shared));
                         retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
                     }
                     sync = false;
@@ -528,7 +678,7 @@ impl Driver {
                             debug!(wanted, "screencast changed");
                             screencasting = wanted;
                             if wanted {
-                                started_at_seq = Some(current_seq(&shared.screen));
+                                started_at_seq = Some(frames_received(shared));
                                 retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
                             }
                         }

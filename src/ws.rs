@@ -2,7 +2,7 @@
 //! (screen, events, notices) and one reader task (acks, input) per participant. Leaving happens in
 //! one place: when either task ends, the [`Participant`] guard is dropped.
 
-use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +14,17 @@ use axum::Json;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use crate::api::{AppError, AppState};
 use crate::input;
+use crate::pacing::Pacer;
 use crate::protocol::{
-    close, parse_client_message, ClientMessage, ServerMessage, WireViewport, ACK_WINDOW,
-    MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
+    close, encode_update, flags, parse_client_message, ClientMessage, ServerMessage, UpdateHeader,
+    WireViewport, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
 };
-use crate::session::{JoinError, Participant, Role, SessionHandle};
+use crate::session::{sleep_until_or_never, JoinError, Participant, Role, SessionHandle};
 
 /// A send to a participant that takes longer than this means it stopped reading: it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +37,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const NOTICE_BUFFER: usize = 8;
 /// How long a writer may take to send a close frame after its reader saw a protocol violation.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a participant's link figures are published (and sent to owners).
+const LINK_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// What a participant's reader tells its writer about acknowledgements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Acks {
+    /// Highest update number painted.
+    seq: u32,
+    /// How many times the viewer asked for a whole screen.
+    resyncs: u32,
+}
 
 /// What a participant's reader asks its writer to send.
 enum Outgoing {
@@ -150,7 +163,7 @@ pub fn origin_allowed(headers: &HeaderMap, public_url: Option<&str>) -> bool {
 async fn serve(socket: WebSocket, participant: Participant) {
     let (sink, stream) = socket.split();
     let (notices_tx, notices_rx) = mpsc::channel(NOTICE_BUFFER);
-    let (acked_tx, acked_rx) = watch::channel(0u32);
+    let (acked_tx, acked_rx) = watch::channel(Acks::default());
     let writer = write_loop(sink, &participant, notices_rx, acked_rx);
     let reader = read_loop(stream, &participant, notices_tx, acked_tx);
     tokio::pin!(writer);
@@ -182,6 +195,8 @@ enum ConnError {
     TooBig,
     #[error("socket error: {0}")]
     Socket(axum::Error),
+    #[error("screen update could not be encoded")]
+    Encode,
 }
 
 impl From<axum::Error> for ConnError {
@@ -230,14 +245,15 @@ async fn write_loop(
     sink: SplitSink<WebSocket, Message>,
     participant: &Participant,
     mut from_reader: mpsc::Receiver<Outgoing>,
-    mut acked: watch::Receiver<u32>,
+    mut acked: watch::Receiver<Acks>,
 ) -> Result<(), ConnError> {
     let session = participant.session();
     let mut w = Writer { sink, session };
     let mut screen = session.screen();
     let mut events = session.events();
     let ended = session.cancelled();
-    let links = (participant.role() == Role::Owner).then(|| session.links());
+    let is_owner = participant.role() == Role::Owner;
+    let links = is_owner.then(|| session.links());
     let viewport = session.viewport();
     w.send_json(&ServerMessage::Hello {
         protocol: PROTOCOL_VERSION,
@@ -255,31 +271,54 @@ async fn write_loop(
     .await?;
     w.send_state().await?;
 
-    // Frames sent and not yet acknowledged, oldest first. At most ACK_WINDOW long.
-    let mut unacked: VecDeque<u32> = VecDeque::with_capacity(ACK_WINDOW);
-    let mut last_sent: Option<u32> = None;
+    let mut pacer = Pacer::new(Instant::now());
+    let mut resyncs = 0;
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
+    let mut report = tokio::time::interval(LINK_REPORT_EVERY);
     loop {
-        // Latest screen wins: whatever changed since the last send goes out as one frame, and only
-        // while the participant keeps up with its acks.
-        if unacked.len() < ACK_WINDOW {
-            let frame = screen.borrow_and_update().clone();
-            if let Some(frame) = frame.filter(|f| last_sent != Some(f.seq)) {
-                let bytes = frame.message.len() as u64;
-                w.send(Message::Binary(frame.message.clone())).await?;
-                unacked.push_back(frame.seq);
-                last_sent = Some(frame.seq);
-                let stats = session.stats();
-                stats
-                    .frames_sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                stats
-                    .bytes_sent
-                    .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        // The screen: while the window is open, whatever this participant lacks goes out as one
+        // update (see `pacing` for the slow-viewer policy).
+        let latest = screen.borrow_and_update().clone();
+        if pacer.window_open() {
+            if let Some(snapshot) = &latest {
+                if let Some(plan) = pacer.plan(snapshot) {
+                    let encoded = session
+                        .encoder()
+                        .get(snapshot.clone(), plan.clone())
+                        .await
+                        .ok_or(ConnError::Encode)?;
+                    let refine_only =
+                        !plan.keyframe && plan.copies.is_empty() && plan.dirty.is_empty();
+                    let header = UpdateHeader {
+                        flags: if plan.keyframe { flags::KEYFRAME } else { 0 }
+                            | if refine_only { flags::REFINE } else { 0 },
+                        ops: encoded.ops,
+                        number: pacer.next_number(),
+                        version: plan.version,
+                        width: snapshot.grid.width as u16,
+                        height: snapshot.grid.height as u16,
+                    };
+                    let message = encode_update(&header, &encoded.body);
+                    let bytes = message.len();
+                    w.send(Message::Binary(message)).await?;
+                    pacer.sent(snapshot, &plan, &encoded, bytes, Instant::now());
+                    let stats = session.stats();
+                    stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+                    let link = participant.link();
+                    link.updates.fetch_add(1, Ordering::Relaxed);
+                    link.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                    // Sending may have taken a while: look at the screen again at once.
+                    continue;
+                }
             }
         }
-        let window_open = unacked.len() < ACK_WINDOW;
+        let window_open = pacer.window_open();
+        let settle_at = latest
+            .as_ref()
+            .filter(|_| window_open)
+            .and_then(|s| pacer.settle_at(s));
         tokio::select! {
             biased;
             _ = ended.cancelled() => {
@@ -300,9 +339,16 @@ async fn write_loop(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let seq = *acked.borrow_and_update();
-                while unacked.front().is_some_and(|&s| s <= seq) {
-                    unacked.pop_front();
+                let acks = *acked.borrow_and_update();
+                let quality = pacer.quality;
+                pacer.acked(acks.seq, Instant::now());
+                if acks.resyncs != resyncs {
+                    resyncs = acks.resyncs;
+                    info!("viewer could not paint an update; sending it the whole screen");
+                    pacer.resync();
+                }
+                if pacer.quality != quality {
+                    info!(from = quality.as_str(), to = pacer.quality.as_str(), "viewer quality changed");
                 }
             }
             event = events.recv() => match event {
@@ -317,6 +363,18 @@ async fn write_loop(
             changed = screen.changed(), if window_open => {
                 if changed.is_err() {
                     return Ok(());
+                }
+            }
+            _ = sleep_until_or_never(settle_at) => {}
+            _ = report.tick() => {
+                let r = pacer.report(latest.as_deref(), Instant::now());
+                let link = participant.link();
+                link.rtt_ms.store(r.rtt_ms.unwrap_or(u32::MAX), Ordering::Relaxed);
+                link.lag_ms.store(r.lag_ms, Ordering::Relaxed);
+                link.quality.store(r.quality as u32, Ordering::Relaxed);
+                if is_owner {
+                    let participants = session.link_infos();
+                    w.send_json(&ServerMessage::Links { participants: &participants }).await?;
                 }
             }
             _ = ping.tick() => w.send(Message::Ping(Default::default())).await?,
@@ -336,7 +394,7 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     participant: &Participant,
     to_writer: mpsc::Sender<Outgoing>,
-    acked: watch::Sender<u32>,
+    acked: watch::Sender<Acks>,
 ) -> Result<(), ConnError> {
     let session = participant.session();
     let notice = |code: &str, message: &str| {
@@ -387,8 +445,13 @@ async fn read_loop(
         };
         let geometry = || session.geometry();
         let input = match message {
-            ClientMessage::Ack { seq } => {
-                acked.send_replace(seq);
+            ClientMessage::Ack { seq, resync } => {
+                acked.send_modify(|a| {
+                    a.seq = seq;
+                    if resync {
+                        a.resyncs = a.resyncs.wrapping_add(1);
+                    }
+                });
                 continue;
             }
             _ if !participant.role().can_input() => {

@@ -10,7 +10,9 @@ use chromiumoxide::cdp::browser_protocol::input::{
     DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
 };
 use futures::StreamExt;
-use support::viewer::{aim, assert_hit, click, eval, key, painted, type_text, ViewerBrowser};
+use support::viewer::{
+    aim, assert_hit, canvas_converges, click, eval, key, painted, type_text, ViewerBrowser,
+};
 use support::{TestServer, TestSite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +126,12 @@ async fn a_person_uses_the_viewer_in_a_real_browser() {
     page.execute(wheel).await.expect("wheel");
     site.report_where(|r| r["type"] == "scroll" && r["y"] == 300)
         .await;
+
+    // Once the screen is still, what both people see is exactly the server's screen: moved
+    // content, changed tiles and lossless refinement all painted right on real canvases.
+    let id = created["id"].as_str().expect("id");
+    canvas_converges(&page, &server, id).await;
+    canvas_converges(&second, &server, id).await;
 
     other.close().await;
     viewer.close().await;
@@ -240,7 +248,7 @@ async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
         .new_page(link.as_str())
         .await
         .expect("open link");
-    let before = painted(&page, 0).await;
+    painted(&page, 0).await;
     assert_eq!(server.session_json(&id).await.1["participants"], 1);
 
     // The network drops the connection; the viewer notices and comes back on its own.
@@ -250,6 +258,7 @@ async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
         &format!("(() => {{ window.__done = {states}; return true; }})()"),
     )
     .await;
+    let paints_before = eval(&page, "window.cobrowse.paints").await;
     proxy.cut_all();
     let seen = eval(&page, "window.__done").await;
     assert!(
@@ -257,8 +266,13 @@ async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
             .is_some_and(|s| s.iter().any(|v| v == "reconnecting")),
         "{seen}"
     );
-    // Live again: the screen is repainted and input works.
-    painted(&page, before + 1).await;
+    // Live again: the screen is repainted (the new connection starts with a whole screen, even
+    // of a page that did not change) and input works.
+    eval(
+        &page,
+        &format!("new Promise(r => {{ const done = () => window.cobrowse.paints > {paints_before}; if (done()) return r(true); addEventListener('cobrowse:paint', () => done() && r(true)); }})"),
+    )
+    .await;
     click(
         &page,
         aim(&page, 200.0, 100.0).await.client,

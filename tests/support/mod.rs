@@ -12,7 +12,7 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cobrowse::config::Config;
-use cobrowse::protocol::{self, FrameHeader};
+use cobrowse::protocol::{self, UpdateHeader};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -114,6 +114,28 @@ impl TestServer {
     }
 
     /// Connects a participant with `token` and waits for its `hello`.
+    /// The server's current screen of a session (lossless) and its version.
+    pub async fn screenshot(&self, id: &str) -> (u32, image::RgbImage) {
+        let (status, head, body) = self
+            .http
+            .raw_bytes("GET", &format!("/api/sessions/{id}/screenshot"), &[], None)
+            .await;
+        assert_eq!(status, 200, "{head}");
+        let version = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-screen-version:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .expect("x-screen-version header");
+        let image = image::load_from_memory_with_format(&body, image::ImageFormat::Png)
+            .expect("PNG")
+            .to_rgb8();
+        (version, image)
+    }
+
     pub async fn join(&self, id: &str, token: &str) -> Participant {
         Participant::connect(self.addr, id, token)
             .await
@@ -138,17 +160,29 @@ pub struct Links {
     pub viewer: String,
 }
 
-/// A decoded screen frame.
+/// A screen update received, and the participant's screen after applying it.
 pub struct Frame {
-    pub header: FrameHeader,
+    pub header: UpdateHeader,
+    /// The whole message as received.
     pub raw: Vec<u8>,
+    /// The participant's reconstructed screen after this update.
     pub image: image::RgbImage,
+    /// What the update did.
+    pub ops: Vec<cobrowse::encode::AppliedOp>,
 }
 
 impl Frame {
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         self.image.get_pixel(x, y).0
     }
+}
+
+/// Number of pixels that differ between two screens (all of them when sizes differ).
+pub fn differing_pixels(a: &image::RgbImage, b: &image::RgbImage) -> usize {
+    if a.dimensions() != b.dimensions() {
+        return (a.width() * a.height()) as usize;
+    }
+    a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count()
 }
 
 /// Whether two colours differ by at most `tolerance` per channel (JPEG is lossy).
@@ -164,6 +198,8 @@ pub struct Participant {
     pub json_seen: Vec<Value>,
     /// Close code, once the server closed the socket.
     pub closed_with: Option<u16>,
+    /// The screen as rebuilt from the updates applied so far (as a viewer's canvas).
+    pub screen: Option<image::RgbImage>,
 }
 
 pub async fn ws_request(
@@ -187,7 +223,7 @@ impl Participant {
         id: &str,
         token: &str,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let request = ws_request(addr, id, &format!("cobrowse.v1, cobrowse.token.{token}")).await;
+        let request = ws_request(addr, id, &format!("cobrowse.v2, cobrowse.token.{token}")).await;
         let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("WebSocket handshake in time")?;
@@ -196,13 +232,14 @@ impl Participant {
                 .headers()
                 .get("sec-websocket-protocol")
                 .and_then(|v| v.to_str().ok()),
-            Some("cobrowse.v1")
+            Some("cobrowse.v2")
         );
         let mut p = Participant {
             ws,
             hello: Value::Null,
             json_seen: Vec::new(),
             closed_with: None,
+            screen: None,
         };
         p.hello = p.next_json("hello").await;
         Ok(p)
@@ -274,15 +311,78 @@ impl Participant {
         }
     }
 
-    /// Waits for the next frame, decodes it, and acknowledges it (as a viewer does after painting).
+    /// Waits for the next update, applies it to this participant's screen, and acknowledges it
+    /// (as a viewer does after painting).
     pub async fn next_frame(&mut self) -> Frame {
         let frame = self.next_frame_unacked().await;
-        self.ack(frame.header.seq).await;
+        self.ack(frame.header.number).await;
         frame
     }
 
+    /// The next update, applied, not acknowledged.
     pub async fn next_frame_unacked(&mut self) -> Frame {
-        decode_frame(self.next_frame_raw().await)
+        let raw = self.next_frame_raw().await;
+        self.apply(raw)
+    }
+
+    /// Reads and applies updates until this participant's screen is, pixel for pixel, the
+    /// server's current screen (lossless refinement included). Returns the number of updates
+    /// read. Fails after `WAIT`.
+    pub async fn converge(&mut self, server: &TestServer, id: &str) -> usize {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut updates = 0;
+        if self.screen.is_none() {
+            // The server has a screen once it sent one.
+            self.next_frame().await;
+            updates += 1;
+        }
+        loop {
+            let (_, truth) = server.screenshot(id).await;
+            let differ = self
+                .screen
+                .as_ref()
+                .map_or(usize::MAX, |s| differing_pixels(s, &truth));
+            if differ == 0 {
+                return updates;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "screen did not converge on the server's after {updates} updates: {differ} pixels differ"
+            );
+            // An update (applied and acknowledged), or a quiet moment before checking again:
+            // reading a message is cancel-safe, applying and acking happen after it.
+            if let Ok(raw) =
+                tokio::time::timeout(Duration::from_millis(500), self.next_frame_raw()).await
+            {
+                let frame = self.apply(raw);
+                self.ack(frame.header.number).await;
+                updates += 1;
+            }
+        }
+    }
+
+    fn apply(&mut self, raw: Vec<u8>) -> Frame {
+        let header = protocol::decode_update_header(&raw).expect("update header");
+        let (w, h) = (u32::from(header.width), u32::from(header.height));
+        let mut screen = match self.screen.take() {
+            Some(s) if s.width() == w && s.height() == h => s,
+            _ => {
+                assert!(
+                    header.flags & protocol::flags::KEYFRAME != 0,
+                    "a new screen size comes with a keyframe"
+                );
+                image::RgbImage::new(w, h)
+            }
+        };
+        let ops = cobrowse::encode::apply(&mut screen, &raw[protocol::UPDATE_HEADER_LEN..])
+            .expect("update applies");
+        self.screen = Some(screen.clone());
+        Frame {
+            header,
+            raw,
+            image: screen,
+            ops,
+        }
     }
 
     /// The next frame message, undecoded and unacknowledged.
@@ -317,14 +417,14 @@ impl Participant {
         loop {
             let frame = match tokio::time::timeout_at(deadline, self.next_frame()).await {
                 Ok(frame) => frame,
-                Err(_) => panic!("no matching frame in time; skipped {skipped}, last (seq, centre pixel) {last:?}"),
+                Err(_) => panic!("no matching frame in time; skipped {skipped}, last (version, centre pixel) {last:?}"),
             };
             if pred(&frame) {
                 return frame;
             }
             skipped += 1;
             let (w, h) = (frame.image.width(), frame.image.height());
-            last = Some((frame.header.seq, frame.pixel(w / 2, h / 2)));
+            last = Some((frame.header.version, frame.pixel(w / 2, h / 2)));
         }
     }
 
@@ -405,23 +505,6 @@ pub fn us_key(c: char) -> (&'static str, u32, bool) {
     }
 }
 
-pub fn decode_frame(raw: Vec<u8>) -> Frame {
-    let header = protocol::decode_frame_header(&raw).expect("frame header");
-    assert_eq!(header.kind, protocol::KIND_FRAME);
-    assert_eq!(header.codec, protocol::CODEC_JPEG);
-    let image = image::load_from_memory_with_format(
-        &raw[protocol::FRAME_HEADER_LEN..],
-        image::ImageFormat::Jpeg,
-    )
-    .expect("frame is a JPEG")
-    .to_rgb8();
-    assert_eq!(
-        (image.width(), image.height()),
-        (u32::from(header.width), u32::from(header.height))
-    );
-    Frame { header, raw, image }
-}
-
 /// A website for the session's browser to visit. Its pages post what they observe to `/report`;
 /// the test reads those reports in order.
 pub struct TestSite {
@@ -442,6 +525,59 @@ function report(o) {
 }
 addEventListener('load', () => report({type: 'ready', page: location.pathname}));
 </script>"#;
+
+/// A text-heavy page, the same on every load: a heading, a focused textarea at the top, then
+/// about 6,000 px of paragraphs. Reports `input` and `scroll`.
+pub fn text_page() -> String {
+    const WORDS: [&str; 24] = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+        "tempor",
+        "incididunt",
+        "ut",
+        "labore",
+        "et",
+        "dolore",
+        "magna",
+        "aliqua",
+        "enim",
+        "minim",
+        "veniam",
+        "quis",
+        "nostrud",
+    ];
+    let mut x: u32 = 7;
+    let mut paragraphs = String::new();
+    for _ in 0..60 {
+        paragraphs.push_str("<p>");
+        for _ in 0..90 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            paragraphs.push_str(WORDS[(x >> 16) as usize % WORDS.len()]);
+            paragraphs.push(' ');
+        }
+        paragraphs.push_str("</p>");
+    }
+    format!(
+        r#"<body style="margin:16px;font:15px/1.4 'DejaVu Sans',sans-serif;color:#222;background:#fff">
+<h1>Release notes</h1>
+<textarea id=t style="width:700px;height:60px;font:15px 'DejaVu Sans',sans-serif" autofocus></textarea>
+{paragraphs}
+<script>
+const t = document.getElementById('t');
+t.addEventListener('input', () => report({{type: 'input', value: t.value}}));
+addEventListener('scroll', () => report({{type: 'scroll', y: scrollY}}));
+</script></body>"#
+    )
+}
 
 fn page(body: &str) -> Html<String> {
     Html(format!(
@@ -500,6 +636,7 @@ for (const type of ['mousedown', 'dblclick', 'contextmenu']) {
 addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
+            .route("/text", get(|| async { page(&text_page()) }))
             .route("/animate", get(|| async {
                 page(r#"<body style="margin:0;background:#fff"><div id=box style="width:200px;height:200px;background:#e33;position:absolute;top:100px;animation:slide 1s linear infinite alternate"></div>
 <style>@keyframes slide { from { left: 0 } to { left: 1000px } }</style></body>"#)
@@ -652,6 +789,18 @@ pub mod reqwest_lite {
             headers: &[(&str, &str)],
             body: Option<&str>,
         ) -> (u16, String) {
+            let (status, _, body) = self.raw_bytes(method, path, headers, body).await;
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+
+        /// Like [`Client::raw`], with the response head and the body as bytes.
+        pub async fn raw_bytes(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: Option<&str>,
+        ) -> (u16, String, Vec<u8>) {
             let mut stream = tokio::net::TcpStream::connect(self.addr)
                 .await
                 .expect("connect");
@@ -677,8 +826,12 @@ pub mod reqwest_lite {
                 .await
                 .expect("reply in time")
                 .expect("read");
-            let response = String::from_utf8_lossy(&response).to_string();
-            let (head, rest) = response.split_once("\r\n\r\n").expect("http response");
+            let split = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("http response");
+            let head = String::from_utf8_lossy(&response[..split]).to_string();
+            let rest = &response[split + 4..];
             let status = head
                 .split_whitespace()
                 .nth(1)
@@ -687,26 +840,26 @@ pub mod reqwest_lite {
             let chunked = head
                 .to_ascii_lowercase()
                 .contains("transfer-encoding: chunked");
-            (
-                status,
-                if chunked {
-                    dechunk(rest)
-                } else {
-                    rest.to_string()
-                },
-            )
+            let body = if chunked {
+                dechunk(rest)
+            } else {
+                rest.to_vec()
+            };
+            (status, head, body)
         }
     }
 
-    fn dechunk(mut s: &str) -> String {
-        let mut out = String::new();
-        while let Some((size, rest)) = s.split_once("\r\n") {
+    fn dechunk(mut s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+            let size = String::from_utf8_lossy(&s[..eol]);
             let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
+            let rest = &s[eol + 2..];
+            if n == 0 || n > rest.len() {
                 break;
             }
-            out.push_str(&rest[..n]);
-            s = rest[n..].trim_start_matches("\r\n");
+            out.extend_from_slice(&rest[..n]);
+            s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
         }
         out
     }

@@ -9,6 +9,7 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::Page;
 use futures::StreamExt;
 use serde_json::Value;
+use std::time::Duration;
 
 /// A browser a participant would use, with its own profile.
 pub struct ViewerBrowser {
@@ -58,13 +59,13 @@ pub async fn eval(page: &Page, expression: &str) -> Value {
         .expect("JSON value")
 }
 
-/// Resolves once the viewer painted a frame with at least `seq` (0: any frame).
+/// Resolves once the viewer painted a screen version of at least `seq` (0: any); returns it.
 pub async fn painted(page: &Page, seq: u64) -> u64 {
     let js = format!(
         "new Promise(resolve => {{
-           const done = () => window.cobrowse && window.cobrowse.paints > 0 && window.cobrowse.seq >= {seq};
-           if (done()) return resolve(window.cobrowse.seq);
-           addEventListener('cobrowse:paint', function on() {{ if (done()) {{ removeEventListener('cobrowse:paint', on); resolve(window.cobrowse.seq); }} }});
+           const done = () => window.cobrowse && window.cobrowse.paints > 0 && window.cobrowse.version >= {seq};
+           if (done()) return resolve(window.cobrowse.version);
+           addEventListener('cobrowse:paint', function on() {{ if (done()) {{ removeEventListener('cobrowse:paint', on); resolve(window.cobrowse.version); }} }});
          }})"
     );
     eval(page, &js).await.as_u64().expect("seq")
@@ -188,6 +189,48 @@ pub async fn type_text(page: &Page, text: &str) {
             code,
             i64::from(vk),
             Some(&c.to_string()),
+        )
+        .await;
+    }
+}
+
+/// The pixels of the viewer's `#screen` canvas, read back losslessly (PNG).
+pub async fn canvas_pixels(page: &Page) -> image::RgbImage {
+    let url = eval(
+        page,
+        "document.getElementById('screen').toDataURL('image/png')",
+    )
+    .await;
+    let url = url.as_str().expect("data URL");
+    let b64 = url.split_once(',').expect("data URL").1;
+    let png =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).expect("base64");
+    image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .expect("PNG")
+        .to_rgb8()
+}
+
+/// Waits until the viewer's canvas is, pixel for pixel, the server's current screen of session
+/// `id` (lossless refinement included).
+pub async fn canvas_converges(page: &Page, server: &super::TestServer, id: &str) {
+    let deadline = tokio::time::Instant::now() + super::WAIT;
+    loop {
+        let (_, truth) = server.screenshot(id).await;
+        let differ = super::differing_pixels(&canvas_pixels(page).await, &truth);
+        if differ == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the viewer's canvas never matched the server's screen: {differ} pixels differ"
+        );
+        // The next paint (or a moment's quiet) before looking again.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            eval(
+                page,
+                "new Promise(r => addEventListener('cobrowse:paint', () => r(true), {once: true}))",
+            ),
         )
         .await;
     }

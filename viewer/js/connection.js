@@ -3,7 +3,7 @@
 // States: connecting → live ⇄ reconnecting, and the final ones ended / error, after which the
 // connection never reconnects.
 
-const SUBPROTOCOL = 'cobrowse.v1';
+const SUBPROTOCOL = 'cobrowse.v2';
 const CLOSE_SESSION_ENDED = 4000;
 const BACKOFF_START_MS = 250;
 const BACKOFF_MAX_MS = 5000;

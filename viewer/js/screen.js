@@ -1,21 +1,54 @@
-// Screen frames: parse the binary header, decode, paint in arrival order, acknowledge.
+// Screen updates: parse the binary update, decode its images off the main thread, apply its
+// operations (moves and rectangles) to the canvas strictly in arrival order, then acknowledge.
 
-const HEADER_BYTES = 12;
-const KIND_FRAME = 1;
-const CODEC_JPEG = 1;
+const HEADER_BYTES = 16;
+const KIND_UPDATE = 2;
+const OP_COPY = 1;
+const OP_RECT = 2;
+const MIME = { 1: 'image/jpeg', 2: 'image/png', 3: 'image/webp' };
 
-/** Parses a binary message; returns null for anything that is not a JPEG frame of this protocol version. */
-export function parseFrame(buffer) {
+/**
+ * Parses a binary update; returns null for anything that is not an update of this protocol
+ * version, and throws on a malformed one (the caller asks for a whole screen).
+ */
+export function parseUpdate(buffer) {
   if (!(buffer instanceof ArrayBuffer) || buffer.byteLength < HEADER_BYTES) return null;
   const view = new DataView(buffer);
-  // Unknown kinds/codecs are skipped so that later server versions can add message kinds.
-  if (view.getUint8(0) !== KIND_FRAME || view.getUint8(1) !== CODEC_JPEG) return null;
-  return {
-    seq: view.getUint32(4, true),
-    width: view.getUint16(8, true),
-    height: view.getUint16(10, true),
-    image: new Uint8Array(buffer, HEADER_BYTES),
+  // Unknown kinds are skipped so that later server versions can add message kinds.
+  if (view.getUint8(0) !== KIND_UPDATE) return null;
+  const update = {
+    flags: view.getUint8(1),
+    number: view.getUint32(4, true),
+    version: view.getUint32(8, true),
+    width: view.getUint16(12, true),
+    height: view.getUint16(14, true),
+    ops: [],
   };
+  const count = view.getUint16(2, true);
+  let at = HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    const op = view.getUint8(at);
+    if (op === OP_COPY) {
+      update.ops.push({ op, dx: view.getInt16(at + 2, true), dy: view.getInt16(at + 4, true) });
+      at += 6;
+    } else if (op === OP_RECT) {
+      const length = view.getUint32(at + 10, true);
+      if (at + 14 + length > buffer.byteLength) throw new Error('rectangle past the end of the update');
+      update.ops.push({
+        op,
+        mime: MIME[view.getUint8(at + 1)] ?? 'application/octet-stream',
+        x: view.getUint16(at + 2, true),
+        y: view.getUint16(at + 4, true),
+        w: view.getUint16(at + 6, true),
+        h: view.getUint16(at + 8, true),
+        data: new Uint8Array(buffer, at + 14, length),
+      });
+      at += 14 + length;
+    } else {
+      throw new Error(`unknown operation ${op}`);
+    }
+  }
+  return update;
 }
 
 export class Screen {
@@ -30,11 +63,11 @@ export class Screen {
   #hasImage = false; // until the first paint the canvas has the default 300×150 size, which means nothing
 
   /**
-   * @param canvas   the <canvas>; its intrinsic size follows the frame image size
+   * @param canvas   the <canvas>; its intrinsic size follows the screen size
    * @param container element the canvas is fitted into (letterboxed)
    * @param stats    window.cobrowse counters, updated in place
-   * @param ack      (seq, generation) => void, called after a frame was painted
-   * @param onPaint  optional ({seq, width, height}) => void
+   * @param ack      (number, generation, resync) => void, called after an update was painted
+   * @param onPaint  optional ({seq, version, width, height}) => void
    */
   constructor({ canvas, container, stats, ack, onPaint }) {
     this.#canvas = canvas;
@@ -54,35 +87,52 @@ export class Screen {
   /** Handles one binary message of the connection that had the given generation. */
   handle(buffer, generation) {
     this.#stats.bytesIn += buffer.byteLength;
-    const frame = parseFrame(buffer);
-    if (!frame) return;
-    this.#stats.framesIn += 1;
-    // One chain for all frames: decoding runs off the main thread, but chaining keeps paints (and
-    // therefore acks) strictly in arrival order even when a later, smaller frame decodes faster.
-    // The server keeps at most 2 frames unacknowledged, so this queue stays short.
-    this.#queue = this.#queue.then(() => this.#paint(frame, generation));
-  }
-
-  async #paint(frame, generation) {
-    let bitmap;
+    let update;
     try {
-      bitmap = await createImageBitmap(new Blob([frame.image], { type: 'image/jpeg' }));
+      update = parseUpdate(buffer);
     } catch (err) {
-      // Still acknowledge: the server stops sending after 2 unacknowledged frames, and the next
-      // frame replaces the whole screen anyway.
-      console.warn(`cobrowse: frame ${frame.seq} could not be decoded`, err);
-      this.#ack(frame.seq, generation);
+      // Acknowledge it in order and ask for a whole screen instead of deltas on a wrong one.
+      console.warn('cobrowse: malformed update', err);
+      const number = new DataView(buffer).getUint32(4, true);
+      this.#queue = this.#queue.then(() => this.#ack(number, generation, true));
       return;
     }
+    if (!update) return;
+    this.#stats.framesIn += 1;
+    // Decoding starts now, for every rectangle at once, off the main thread; painting is chained
+    // so that updates (and their acks) are applied strictly in arrival order.
+    const decoded = Promise.allSettled(
+      update.ops.map((op) => (op.op === OP_RECT ? createImageBitmap(new Blob([op.data], { type: op.mime })) : null)),
+    );
+    this.#queue = this.#queue.then(() => this.#apply(update, decoded, generation));
+  }
+
+  async #apply(update, decoded, generation) {
+    const results = await decoded;
     const canvas = this.#canvas;
-    const resized = canvas.width !== bitmap.width || canvas.height !== bitmap.height;
+    const ctx = this.#ctx;
+    let failed = false;
+    const resized = canvas.width !== update.width || canvas.height !== update.height;
     if (resized) {
-      // Setting the size clears the canvas; harmless since the frame covers all of it.
-      canvas.width = bitmap.width;
-      canvas.height = bitmap.height;
+      // Setting the size clears the canvas; a new size only comes with a keyframe.
+      canvas.width = update.width;
+      canvas.height = update.height;
     }
-    this.#ctx.drawImage(bitmap, 0, 0);
-    bitmap.close();
+    update.ops.forEach((op, i) => {
+      if (op.op === OP_COPY) {
+        // New pixel (x, y) = old pixel (x + dx, y + dy). Drawing a canvas onto itself copies.
+        ctx.drawImage(canvas, -op.dx, -op.dy);
+        return;
+      }
+      const result = results[i];
+      if (result.status !== 'fulfilled') {
+        console.warn(`cobrowse: image of update ${update.number} could not be decoded`, result.reason);
+        failed = true;
+        return;
+      }
+      ctx.drawImage(result.value, op.x, op.y, op.w, op.h);
+      result.value.close();
+    });
     if (resized || !this.#hasImage) {
       this.#hasImage = true;
       this.fit();
@@ -90,11 +140,14 @@ export class Screen {
 
     const stats = this.#stats;
     const time = performance.now();
-    stats.seq = frame.seq;
+    stats.seq = update.number;
+    stats.version = update.version;
     stats.paints += 1;
     stats.lastPaintAt = time;
-    this.#ack(frame.seq, generation);
-    const detail = { seq: frame.seq, width: canvas.width, height: canvas.height, time };
+    // Acknowledge even a failed update (the server stops after 2 unacknowledged), asking for a
+    // whole screen instead of deltas on top of a wrong one.
+    this.#ack(update.number, generation, failed);
+    const detail = { seq: update.number, version: update.version, width: canvas.width, height: canvas.height, time };
     this.#onPaint?.(detail);
     window.dispatchEvent(new CustomEvent('cobrowse:paint', { detail }));
   }

@@ -34,7 +34,8 @@ const ui = {
 
 // Testing and benchmarking hooks (names are relied upon by tests).
 const stats = {
-  state: 'connecting', role: null, seq: null, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
+  state: 'connecting', role: null, seq: null, version: null, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
+  links: null,
 };
 window.cobrowse = stats;
 
@@ -47,9 +48,9 @@ const screen = new Screen({
   canvas: ui.canvas,
   container: ui.stage,
   stats,
-  // An ack belongs to the socket that delivered the frame; a new socket never saw that seq.
-  ack: (seq, generation) => {
-    if (generation === conn.generation) conn.send({ t: 'ack', seq });
+  // An ack belongs to the socket that delivered the update; a new socket never saw that number.
+  ack: (seq, generation, resync) => {
+    if (generation === conn.generation) conn.send(resync ? { t: 'ack', seq, resync: true } : { t: 'ack', seq });
   },
   onPaint: () => {
     ui.placeholder.hidden = true;
@@ -99,6 +100,18 @@ function setPageUrl(url) {
   } catch {
     document.title = 'cobrowse';
   }
+}
+
+function showLinkStats(participants) {
+  const list = $('link-stats');
+  list.replaceChildren(
+    ...participants.map((p) => {
+      const li = document.createElement('li');
+      const rtt = p.rttMs == null ? '–' : `${p.rttMs} ms`;
+      li.textContent = `${p.id} (${p.role}): round trip ${rtt}, lag ${p.lagMs} ms, ${p.quality} quality, ${Math.round(p.bytes / 1024)} kB`;
+      return li;
+    }),
+  );
 }
 
 function showLinks(links) {
@@ -182,6 +195,11 @@ const handlers = {
   },
   notice(msg) {
     if (msg.message) showNotice(String(msg.message), msg.level);
+  },
+  links(msg) {
+    // Owners only: how each participant's link performs.
+    stats.links = msg.participants ?? [];
+    showLinkStats(stats.links);
   },
   ended() {
     // The connection switches to the "ended" state right after this; the reason shows there.

@@ -1,0 +1,137 @@
+//! Micro-benchmarks of the screen pipeline's CPU work on one 1280×720 frame of a text page, so
+//! that regressions show: JPEG decode, tile diff (nothing changed / one word changed / scrolled),
+//! and encoding (a typed word lossless, a 320×240 region lossy, the whole screen lossless).
+//!
+//! Run: `cargo bench --bench codec` (criterion; figures in docs/benchmarks.md).
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use cobrowse::encode::{webp_lossless, webp_lossy, Quality};
+use cobrowse::screen::{decode_jpeg, RawFrame, ScreenModel};
+use cobrowse::tiles::PixelRect;
+use criterion::{criterion_group, criterion_main, Criterion};
+use image::RgbImage;
+
+/// The fixture: a Chromium screenshot of a text page, as Chromium's screencast would send it.
+fn text_page() -> RgbImage {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/fixtures/text-1280x720.png"
+    );
+    image::open(path).expect("fixture").to_rgb8()
+}
+
+fn jpeg(img: &RgbImage) -> Bytes {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(img)
+        .expect("encode");
+    Bytes::from(out)
+}
+
+fn frame(img: &RgbImage, scroll_y: f64) -> RawFrame {
+    RawFrame {
+        jpeg: jpeg(img),
+        css_width: f64::from(img.width()),
+        css_height: f64::from(img.height()),
+        offset_top: 0.0,
+        scroll_x: 0.0,
+        scroll_y,
+    }
+}
+
+/// The page with a "word" painted over at (200, 100): what typing a few characters changes.
+fn typed(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    for y in 100..116 {
+        for x in 200..248 {
+            out.put_pixel(x, y, image::Rgb([30, 30, 30]));
+        }
+    }
+    out
+}
+
+/// The page scrolled by 100 px (the bottom strip repeats the top: content does not matter).
+fn scrolled(img: &RgbImage) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        *img.get_pixel(x, (y + 100) % img.height())
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let page = text_page();
+    let base = frame(&page, 0.0);
+    let typed = frame(&typed(&page), 0.0);
+    let scrolled = frame(&scrolled(&page), 100.0);
+
+    c.bench_function("decode 1280x720 JPEG", |b| {
+        b.iter(|| decode_jpeg(black_box(&base.jpeg)).expect("decode"))
+    });
+
+    // Each diff measurement applies the base frame, then the frame under test (decode included,
+    // as the screen task does it); the decode-only figure above is the part to subtract.
+    let mut diff = |name: &str, next: &RawFrame| {
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let (mut model, _rx) = ScreenModel::new();
+                    model.apply(base.clone()).expect("base");
+                    (model, next.clone())
+                },
+                |(mut model, next)| model.apply(next).expect("apply"),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    };
+    diff("decode + diff: unchanged frame", &base);
+    diff("decode + diff: a word typed", &typed);
+    diff("decode + diff: scrolled 100 px", &scrolled);
+
+    let rgb = page.as_raw();
+    let crop = |r: PixelRect| -> Vec<u8> {
+        let stride = page.width() as usize * 3;
+        (r.y..r.y + r.h)
+            .flat_map(|y| {
+                let s = y as usize * stride + r.x as usize * 3;
+                rgb[s..s + r.w as usize * 3].iter().copied()
+            })
+            .collect()
+    };
+    let word = PixelRect {
+        x: 192,
+        y: 96,
+        w: 64,
+        h: 32,
+    };
+    let word_rgb = crop(word);
+    c.bench_function("encode 64x32 lossless WebP", |b| {
+        b.iter(|| webp_lossless(black_box(&word_rgb), word))
+    });
+    let region = PixelRect {
+        x: 320,
+        y: 240,
+        w: 320,
+        h: 240,
+    };
+    let region_rgb = crop(region);
+    c.bench_function("encode 320x240 lossy WebP", |b| {
+        b.iter(|| webp_lossy(black_box(&region_rgb), region, Quality::High))
+    });
+    let all = PixelRect {
+        x: 0,
+        y: 0,
+        w: page.width(),
+        h: page.height(),
+    };
+    c.bench_function("encode 1280x720 lossless WebP", |b| {
+        b.iter(|| webp_lossless(black_box(rgb), all))
+    });
+}
+
+criterion_group! {
+    name = codec;
+    config = Criterion::default().sample_size(20);
+    targets = benches
+}
+criterion_main!(codec);

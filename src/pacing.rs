@@ -1,0 +1,412 @@
+//! Per-viewer pacing: what a viewer has, what it needs next, when it may have it, and how its link
+//! is doing. Pure logic over the screen's snapshots; the viewer's writer task drives it.
+//!
+//! The slow-viewer policy: a viewer is sent an update only while fewer than [`ACK_WINDOW`] of its
+//! updates are unacknowledged. Each update brings it from the version it will have after painting
+//! everything already sent to the newest version, merged: a slow viewer gets fewer, bigger updates,
+//! a viewer that stops reading gets nothing. Nothing is queued per viewer: its state is a version
+//! number and a set of tiles, so a session's memory does not grow with slow viewers.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::encode::{Encoded, Plan, Quality, SETTLE_MS};
+use crate::screen::Snapshot;
+use crate::tiles::{Grid, TileSet};
+
+/// Updates a viewer may have unacknowledged.
+pub const ACK_WINDOW: usize = 2;
+/// How often quality is reconsidered.
+const ADAPT_EVERY: Duration = Duration::from_secs(1);
+/// Smoothed round-trip above which quality steps down, and below which it steps back up.
+const RTT_DEGRADE: Duration = Duration::from_millis(250);
+const RTT_RECOVER: Duration = Duration::from_millis(100);
+
+/// One update sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    number: u32,
+    sent_at: Instant,
+    bytes: usize,
+    /// When the screen version it brings was made.
+    made_at: Instant,
+}
+
+/// What a viewer has, and how its link performs.
+#[derive(Debug)]
+pub struct Pacer {
+    /// The version the viewer will have once it painted everything sent; `None`: nothing usable.
+    base: Option<u32>,
+    grid: Option<Grid>,
+    /// Tiles the viewer holds lossy (in its own screen's coordinates).
+    held_lossy: TileSet,
+    in_flight: VecDeque<InFlight>,
+    next_number: u32,
+    pub quality: Quality,
+    /// Smoothed round trip of an update (send to acknowledgement after paint).
+    srtt: Option<Duration>,
+    /// Version the viewer acknowledged last, and when that version was made.
+    acked_made_at: Option<Instant>,
+    next_adapt: Instant,
+    /// Counters for the rates reported.
+    pub acked_updates: u64,
+    pub acked_bytes: u64,
+}
+
+/// A summary of a viewer's link, for the owner and the logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkReport {
+    pub rtt_ms: Option<u32>,
+    /// How old the newest screen the viewer painted was, when a newer one exists; 0 when current.
+    pub lag_ms: u32,
+    pub quality: Quality,
+    pub in_flight: usize,
+}
+
+impl Pacer {
+    pub fn new(now: Instant) -> Pacer {
+        Pacer {
+            base: None,
+            grid: None,
+            held_lossy: TileSet::empty(0),
+            in_flight: VecDeque::with_capacity(ACK_WINDOW),
+            next_number: 1,
+            quality: Quality::High,
+            srtt: None,
+            acked_made_at: None,
+            next_adapt: now + ADAPT_EVERY,
+            acked_updates: 0,
+            acked_bytes: 0,
+        }
+    }
+
+    pub fn window_open(&self) -> bool {
+        self.in_flight.len() < ACK_WINDOW
+    }
+
+    /// The version the viewer will have after painting what was sent.
+    pub fn base(&self) -> Option<u32> {
+        self.base
+    }
+
+    /// Tiles held lossy.
+    pub fn held_lossy(&self) -> &TileSet {
+        &self.held_lossy
+    }
+
+    /// What to send the viewer now to bring it to `snapshot`, if anything.
+    pub fn plan(&self, snapshot: &Snapshot) -> Option<Plan> {
+        let grid = snapshot.grid;
+        let copies = match self.base {
+            Some(base) if self.grid == Some(grid) => snapshot.scrolls_since(base),
+            _ => None,
+        };
+        let (Some(base), Some(scrolls)) = (self.base, copies) else {
+            return Some(Plan {
+                version: snapshot.version,
+                keyframe: true,
+                copies: Vec::new(),
+                dirty: TileSet::full(grid.len()),
+                refine: TileSet::empty(grid.len()),
+                quality: self.quality,
+            });
+        };
+        let held = self.held_after(scrolls.iter().map(|s| &**s), &grid);
+        let dirty = snapshot.changed_since(base);
+        let mut refine = TileSet::empty(grid.len());
+        for i in held.iter() {
+            if !dirty.contains(i) && snapshot.still_for(i, now_ms(snapshot), SETTLE_MS) {
+                refine.insert(i);
+            }
+        }
+        if scrolls.is_empty() && dirty.is_empty() && refine.is_empty() {
+            return None;
+        }
+        Some(Plan {
+            version: snapshot.version,
+            keyframe: false,
+            copies: scrolls.iter().map(|s| (s.dx, s.dy)).collect(),
+            dirty,
+            refine,
+            quality: self.quality,
+        })
+    }
+
+    /// The lossy set carried through the given moves: moved with the content, plus what each move
+    /// left approximate.
+    fn held_after<'a>(
+        &self,
+        scrolls: impl Iterator<Item = &'a crate::screen::Scroll>,
+        grid: &Grid,
+    ) -> TileSet {
+        let mut held = self.held_lossy.clone();
+        for s in scrolls {
+            held = held.moved(grid, s.dx, s.dy);
+            held.union_with(&s.approx);
+        }
+        held
+    }
+
+    /// When the viewer will next need something even if the screen does not change: the moment a
+    /// tile it holds lossy has been still long enough to be refined.
+    pub fn settle_at(&self, snapshot: &Snapshot) -> Option<Instant> {
+        if self.base != Some(snapshot.version) {
+            return None;
+        }
+        let newest_change = self
+            .held_lossy
+            .iter()
+            .filter(|&i| i < snapshot.tiles.len())
+            .map(|i| snapshot.tiles[i].changed_ms)
+            .max()?;
+        let wait = (newest_change + SETTLE_MS).saturating_sub(snapshot.made_ms);
+        // The oldest change settles first; waking at the newest is simpler and at most SETTLE_MS
+        // late for the others, which a refine then takes together.
+        Some(snapshot.made_at + Duration::from_millis(u64::from(wait)))
+    }
+
+    /// Records that `plan`, encoded as `encoded`, went out (`bytes` long); returns its number.
+    pub fn sent(
+        &mut self,
+        snapshot: &Snapshot,
+        plan: &Plan,
+        encoded: &Encoded,
+        bytes: usize,
+        now: Instant,
+    ) -> u32 {
+        let grid = snapshot.grid;
+        let mut held = match (plan.keyframe, self.base, self.grid == Some(grid)) {
+            (false, Some(base), true) => match snapshot.scrolls_since(base) {
+                Some(scrolls) => self.held_after(scrolls.iter().map(|s| &**s), &grid),
+                None => TileSet::empty(grid.len()),
+            },
+            _ => TileSet::empty(grid.len()),
+        };
+        held.subtract(&encoded.covered);
+        held.union_with(&encoded.lossy);
+        self.held_lossy = held;
+        self.base = Some(plan.version);
+        self.grid = Some(grid);
+        let number = self.next_number;
+        self.next_number = self.next_number.wrapping_add(1);
+        self.in_flight.push_back(InFlight {
+            number,
+            sent_at: now,
+            bytes,
+            made_at: snapshot.made_at,
+        });
+        number
+    }
+
+    /// The next update number, as [`Pacer::sent`] will assign it.
+    pub fn next_number(&self) -> u32 {
+        self.next_number
+    }
+
+    /// The viewer painted everything up to update `number`.
+    pub fn acked(&mut self, number: u32, now: Instant) {
+        while let Some(f) = self.in_flight.front().copied() {
+            if number.wrapping_sub(f.number) > u32::MAX / 2 {
+                break; // `number` is older than this one
+            }
+            self.in_flight.pop_front();
+            let sample = now.saturating_duration_since(f.sent_at);
+            self.srtt = Some(match self.srtt {
+                Some(srtt) => (srtt * 7 + sample) / 8,
+                None => sample,
+            });
+            self.acked_updates += 1;
+            self.acked_bytes += f.bytes as u64;
+            self.acked_made_at = Some(f.made_at);
+        }
+        self.adapt(now);
+    }
+
+    /// The viewer could not paint something: start it over with a whole screen.
+    pub fn resync(&mut self) {
+        self.base = None;
+        self.held_lossy = TileSet::empty(0);
+    }
+
+    /// Steps quality down on a slow round trip and back up on a fast one, at most once per
+    /// [`ADAPT_EVERY`]. Returns whether it changed.
+    pub fn adapt(&mut self, now: Instant) -> bool {
+        if now < self.next_adapt {
+            return false;
+        }
+        self.next_adapt = now + ADAPT_EVERY;
+        let Some(srtt) = self.srtt else { return false };
+        let before = self.quality;
+        self.quality = if srtt > RTT_DEGRADE {
+            match self.quality {
+                Quality::High => Quality::Medium,
+                _ => Quality::Low,
+            }
+        } else if srtt < RTT_RECOVER {
+            match self.quality {
+                Quality::Low => Quality::Medium,
+                _ => Quality::High,
+            }
+        } else {
+            self.quality
+        };
+        self.quality != before
+    }
+
+    pub fn report(&self, latest: Option<&Snapshot>, now: Instant) -> LinkReport {
+        let lag_ms = match (latest, self.acked_made_at) {
+            (Some(s), Some(acked)) if s.made_at > acked => {
+                now.saturating_duration_since(acked).as_millis() as u32
+            }
+            _ => 0,
+        };
+        LinkReport {
+            rtt_ms: self.srtt.map(|d| d.as_millis() as u32),
+            lag_ms,
+            quality: self.quality,
+            in_flight: self.in_flight.len(),
+        }
+    }
+}
+
+/// Milliseconds since the screen started, at the time `snapshot` was made, plus how long ago that
+/// was: "now" on the screen's clock.
+fn now_ms(snapshot: &Snapshot) -> u32 {
+    let since = Instant::now().saturating_duration_since(snapshot.made_at);
+    snapshot
+        .made_ms
+        .saturating_add(u32::try_from(since.as_millis()).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::encode;
+    use crate::screen::tests::frame;
+    use crate::screen::ScreenModel;
+    use image::RgbImage;
+    use std::sync::Arc;
+
+    fn white() -> RgbImage {
+        RgbImage::from_pixel(128, 64, image::Rgb([255, 255, 255]))
+    }
+
+    /// Paints an 8×8 black block at tile (col, 0).
+    fn with_block(mut img: RgbImage, col: u32) -> RgbImage {
+        for y in 0..8 {
+            for x in col * 16..col * 16 + 8 {
+                img.put_pixel(x, y, image::Rgb([0, 0, 0]));
+            }
+        }
+        img
+    }
+
+    fn send(p: &mut Pacer, s: &Arc<Snapshot>) -> Option<(Plan, u32)> {
+        let plan = p.plan(s)?;
+        let encoded = encode(s, &plan);
+        let n = p.sent(s, &plan, &encoded, encoded.body.len(), Instant::now());
+        Some((plan, n))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_viewer_gets_a_keyframe_then_nothing_until_a_change() {
+        let (mut model, _rx) = ScreenModel::new();
+        let s1 = model.apply(frame(&white(), 0.0)).expect("ok").expect("v1");
+        let mut p = Pacer::new(Instant::now());
+        let (plan, n) = send(&mut p, &s1).expect("keyframe");
+        assert!(plan.keyframe);
+        assert_eq!(n, 1);
+        // Keyframes forward Chromium's JPEG: the whole screen is held lossy.
+        assert_eq!(p.held_lossy().count(), s1.grid.len());
+        assert!(
+            p.plan(&s1).is_none(),
+            "nothing new, and not still long enough to refine"
+        );
+        let s2 = model
+            .apply(frame(&with_block(white(), 3), 0.0))
+            .expect("ok")
+            .expect("v2");
+        let plan = p.plan(&s2).expect("delta");
+        assert!(!plan.keyframe);
+        assert_eq!(plan.dirty.iter().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lossy_tiles_are_refined_once_still() {
+        let (mut model, _rx) = ScreenModel::new();
+        let s1 = model.apply(frame(&white(), 0.0)).expect("ok").expect("v1");
+        let mut p = Pacer::new(Instant::now());
+        send(&mut p, &s1).expect("keyframe");
+        let at = p.settle_at(&s1).expect("a refine is due");
+        assert_eq!(at, s1.made_at + Duration::from_millis(u64::from(SETTLE_MS)));
+        tokio::time::advance(Duration::from_millis(u64::from(SETTLE_MS))).await;
+        let (plan, _) = send(&mut p, &s1).expect("refine");
+        assert_eq!(plan.refine.count(), s1.grid.len());
+        assert!(plan.dirty.is_empty());
+        assert!(p.held_lossy().is_empty(), "lossless now");
+        assert!(p.settle_at(&s1).is_none());
+        assert!(p.plan(&s1).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_viewer_that_stops_acking_gets_nothing_after_its_window() {
+        let (mut model, _rx) = ScreenModel::new();
+        let mut p = Pacer::new(Instant::now());
+        let mut img = white();
+        let mut sent = 0;
+        for col in 0..6 {
+            img = with_block(img, col);
+            let s = model.apply(frame(&img, 0.0)).expect("ok").expect("version");
+            if p.window_open() && send(&mut p, &s).is_some() {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, ACK_WINDOW);
+        assert!(!p.window_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_viewer_gets_one_merged_update() {
+        let (mut model, _rx) = ScreenModel::new();
+        let s1 = model.apply(frame(&white(), 0.0)).expect("ok").expect("v1");
+        let mut p = Pacer::new(Instant::now());
+        let (_, n) = send(&mut p, &s1).expect("keyframe");
+        p.acked(n, Instant::now());
+        // Three versions go by while the viewer is busy.
+        let mut img = white();
+        let mut last = s1;
+        for col in [1, 4, 6] {
+            img = with_block(img, col);
+            last = model.apply(frame(&img, 0.0)).expect("ok").expect("version");
+        }
+        let (plan, _) = send(&mut p, &last).expect("merged");
+        assert_eq!(plan.version, 4);
+        assert_eq!(plan.dirty.iter().collect::<Vec<_>>(), vec![1, 4, 6]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quality_follows_the_round_trip() {
+        let mut p = Pacer::new(Instant::now());
+        let (mut model, _rx) = ScreenModel::new();
+        let s = model.apply(frame(&white(), 0.0)).expect("ok").expect("v1");
+        // Slow acks: 400 ms round trips.
+        for _ in 0..8 {
+            p.resync();
+            let (_, n) = send(&mut p, &s).expect("update");
+            tokio::time::advance(Duration::from_millis(400)).await;
+            p.acked(n, Instant::now());
+        }
+        assert_eq!(p.quality, Quality::Low);
+        assert!(p.report(Some(&s), Instant::now()).rtt_ms.expect("rtt") >= 300);
+        // Fast acks bring it back up.
+        for _ in 0..40 {
+            p.resync();
+            let (_, n) = send(&mut p, &s).expect("update");
+            tokio::time::advance(Duration::from_millis(60)).await;
+            p.acked(n, Instant::now());
+        }
+        assert_eq!(p.quality, Quality::High);
+    }
+}
