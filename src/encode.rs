@@ -2,9 +2,11 @@
 //! update message and shared by every viewer that needs the same thing ([`EncodeCache`]).
 //!
 //! Codec per rectangle: lossless WebP for text-like, low-entropy content; lossy WebP for
-//! photo-like content and for large regions that keep changing (animations); Chromium's own JPEG,
-//! forwarded untouched, when most of the screen changed. What was sent lossy is refined
-//! losslessly once it has been still for a while ([`SETTLE_MS`]), so text ends up exact.
+//! photo-like content and for large regions that keep changing (animations, scrolling); Chromium's
+//! own JPEG, forwarded untouched, when most of the screen is to be sent. What was sent lossy (and
+//! what a scroll moved only approximately) is refined once it has been still for a while
+//! ([`SETTLE_MS`]): losslessly, or by forwarding the JPEG when that is most of the screen, so the
+//! viewer ends on the server's screen.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::OnceCell;
 
 use crate::screen::Snapshot;
-use crate::tiles::{merge, PixelRect, TileRect, TileSet};
+use crate::tiles::{limit, merge, PixelRect, TileRect, TileSet};
 
 /// Content sent lossy is refined losslessly after it has been still for this long.
 pub const SETTLE_MS: u32 = 250;
@@ -25,6 +27,8 @@ const LOSSY_MIN_AREA: u32 = 64 * 64;
 const PHOTO_COLOURS: usize = 320;
 /// Clean tiles bridged when merging a row's changed tiles into one rectangle.
 const MERGE_GAP: u32 = 2;
+/// Most rectangles in one update: each costs the viewer an image decode (~1 ms in a browser).
+const MAX_RECTS: usize = 6;
 /// Updates kept encoded per session, for viewers that need the same one.
 const CACHE_ENTRIES: usize = 16;
 
@@ -106,14 +110,16 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
     let mut ops: u16 = 0;
     let mut covered = TileSet::empty(grid.len());
     let mut lossy = TileSet::empty(grid.len());
-    let full = plan.keyframe || plan.dirty.count() as f64 >= FULL_FRAME_SHARE * grid.len() as f64;
-    // A keyframe of a screen that has been still for a while is sent losslessly at once: smaller
-    // than Chromium's JPEG plus a refinement of all of it, and encoded once for every joiner.
-    let still = plan.keyframe
-        && snapshot.made_at.elapsed() >= std::time::Duration::from_millis(u64::from(SETTLE_MS));
-    if full && !still && !snapshot.jpeg.is_empty() {
-        // Most of the screen changed: Chromium's JPEG of this version is already an encoding of
-        // it, at no cost. Moves before it would be painted over: skip them.
+    let mut wanted = plan.dirty.clone();
+    wanted.union_with(&plan.refine);
+    let full = plan.keyframe || wanted.count() as f64 >= FULL_FRAME_SHARE * grid.len() as f64;
+    if full && !snapshot.jpeg.is_empty() {
+        // Most of the screen is to be sent: Chromium's JPEG of this version is already an
+        // encoding of it, at no cost, and smaller than any re-encoding (the screen's pixels are
+        // that JPEG decoded, noise included: losslessly they cost ~4× the JPEG). The viewer
+        // decodes the very bytes the server decoded, so what it paints is the server's screen up
+        // to its JPEG decoder's rounding: nothing to refine. Moves before it would be painted
+        // over: skip them.
         let all = PixelRect {
             x: 0,
             y: 0,
@@ -125,7 +131,7 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
             body: body.freeze(),
             ops: 1,
             covered: TileSet::full(grid.len()),
-            lossy: TileSet::full(grid.len()),
+            lossy: TileSet::empty(grid.len()),
         };
     }
     for &(dx, dy) in &plan.copies {
@@ -135,9 +141,7 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
         body.put_i16_le(clamp_i16(dy));
         ops += 1;
     }
-    let mut wanted = plan.dirty.clone();
-    wanted.union_with(&plan.refine);
-    for rect in merge(&wanted, &grid, MERGE_GAP) {
+    for rect in limit(merge(&wanted, &grid, MERGE_GAP), MAX_RECTS) {
         let pixels = grid.pixels(rect);
         let rgb = snapshot.crop(pixels);
         let refine_only = tiles_of(&grid, rect).all(|i| !plan.dirty.contains(i));
@@ -215,10 +219,17 @@ pub fn photo_like(rgb: &[u8]) -> bool {
     false
 }
 
-/// Lossless WebP, fastest method: exact pixels, small for text and flat colours.
+/// Lossless WebP: exact pixels. Small regions (typing, a caret) get a thorough method (~0.15 ms
+/// for 32×32, a third smaller than the fastest), large ones the fastest (see docs/benchmarks.md).
 pub fn webp_lossless(rgb: &[u8], r: PixelRect) -> Vec<u8> {
     let encoder = webp::Encoder::from_rgb(rgb, r.w, r.h);
-    let config = webp_config(true, 100.0);
+    let config = webp_config(true, 50.0).map(|mut c| {
+        if r.area() <= LOSSY_MIN_AREA {
+            c.method = 4;
+            c.quality = 75.0;
+        }
+        c
+    });
     match config.and_then(|c| encoder.encode_advanced(&c).ok()) {
         Some(data) => data.to_vec(),
         None => encoder.encode_lossless().to_vec(),
@@ -238,8 +249,8 @@ pub fn webp_lossy(rgb: &[u8], r: PixelRect, quality: Quality) -> Vec<u8> {
 fn webp_config(lossless: bool, quality: f32) -> Option<webp::WebPConfig> {
     let mut config = webp::WebPConfig::new().ok()?;
     config.lossless = i32::from(lossless);
-    // For lossless, "quality" is effort: 50 at method 0 halves a text screen (161 → 86 kB) for
-    // about the same time (~21 ms for 1280×720 here); see docs/benchmarks.md.
+    // For lossless, "quality" is effort: 50 at method 0 is a third smaller than 0 for about the
+    // same time on large regions; see docs/benchmarks.md.
     config.quality = if lossless { 50.0 } else { quality };
     config.method = 0;
     Some(config)
@@ -455,7 +466,10 @@ mod tests {
         assert_eq!(encoded.ops, 1);
         assert_eq!(encoded.body[1], Codec::Jpeg as u8);
         assert_eq!(&encoded.body[14..], &s.jpeg[..]);
-        assert_eq!(encoded.lossy.count(), s.grid.len());
+        assert!(
+            encoded.lossy.is_empty(),
+            "the viewer decodes the server's own JPEG"
+        );
     }
 
     #[test]

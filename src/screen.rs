@@ -86,6 +86,15 @@ pub struct Snapshot {
     pub made_at: Instant,
     /// Milliseconds since the screen started, as `TileInfo::changed_ms` counts them.
     pub made_ms: u32,
+    /// Where `pixels` goes back when this version is dropped.
+    pool: Arc<PixelPool>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let pixels = std::mem::take(&mut self.pixels);
+        self.pool.put(pixels.into_raw());
+    }
 }
 
 impl Snapshot {
@@ -146,6 +155,7 @@ pub struct ScreenModel {
     /// Scroll position (CSS px) of the current version's frame.
     scroll: (f64, f64),
     started: Instant,
+    pool: Arc<PixelPool>,
 }
 
 impl ScreenModel {
@@ -156,6 +166,7 @@ impl ScreenModel {
             current: None,
             scroll: (0.0, 0.0),
             started: Instant::now(),
+            pool: Arc::new(PixelPool::default()),
         };
         (model, rx)
     }
@@ -168,7 +179,7 @@ impl ScreenModel {
     /// Applies a frame: returns the new version, or `Ok(None)` when nothing changed. A frame that
     /// cannot be decoded leaves the screen as it was.
     pub fn apply(&mut self, frame: RawFrame) -> Result<Option<Arc<Snapshot>>, FrameError> {
-        let pixels = decode_jpeg(&frame.jpeg)?;
+        let pixels = decode_jpeg_into(&frame.jpeg, self.pool.take())?;
         let now = Instant::now();
         let now_ms =
             u32::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
@@ -197,6 +208,7 @@ impl ScreenModel {
                 let diff = diff(&prev, &pixels, dx, dy, version, now_ms);
                 if !diff.changed && !moved {
                     self.scroll = scroll;
+                    self.pool.put(pixels.into_raw());
                     return Ok(None);
                 }
                 let mut scrolls = prev.scrolls.clone();
@@ -224,6 +236,7 @@ impl ScreenModel {
                     geometry,
                     made_at: now,
                     made_ms: now_ms,
+                    pool: self.pool.clone(),
                 }
             }
             // The first frame, or the screen size changed: everything is new.
@@ -248,6 +261,7 @@ impl ScreenModel {
                     geometry,
                     made_at: now,
                     made_ms: now_ms,
+                    pool: self.pool.clone(),
                 }
             }
         };
@@ -261,19 +275,68 @@ impl ScreenModel {
 
 /// Decodes a JPEG into RGB, refusing absurd sizes before allocating.
 pub fn decode_jpeg(jpeg: &[u8]) -> Result<RgbImage, FrameError> {
+    decode_jpeg_into(jpeg, Vec::new())
+}
+
+/// Decodes a JPEG into RGB, reusing `buffer`'s allocation. Uses zune-jpeg with the options
+/// `image` uses, so the pixels are the ones `image::load_from_memory` gives.
+pub fn decode_jpeg_into(jpeg: &[u8], mut buffer: Vec<u8>) -> Result<RgbImage, FrameError> {
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
     let (w, h) = jpeg_dimensions(jpeg)
         .ok_or_else(|| FrameError::Undecodable("no JPEG size marker".into()))?;
     let (w, h) = (u32::from(w), u32::from(h));
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(FrameError::BadSize(w, h));
     }
-    let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .map_err(|e| FrameError::Undecodable(e.to_string()))?;
-    let rgb = image.into_rgb8();
-    if rgb.width() != w || rgb.height() != h {
-        return Err(FrameError::BadSize(rgb.width(), rgb.height()));
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(jpeg),
+        options,
+    );
+    let undecodable = |e: zune_jpeg::errors::DecodeErrors| FrameError::Undecodable(e.to_string());
+    decoder.decode_headers().map_err(undecodable)?;
+    let (dw, dh) = decoder
+        .dimensions()
+        .map(|(a, b)| (a as u32, b as u32))
+        .ok_or(FrameError::BadSize(w, h))?;
+    if (dw, dh) != (w, h) {
+        return Err(FrameError::BadSize(dw, dh));
     }
-    Ok(rgb)
+    let size = (w * h * 3) as usize;
+    // Only a grown buffer is written twice (zeroed, then decoded into); a recycled one is not.
+    buffer.resize(size, 0);
+    decoder.decode_into(&mut buffer).map_err(undecodable)?;
+    RgbImage::from_raw(w, h, buffer).ok_or(FrameError::BadSize(w, h))
+}
+
+/// Pixel buffers of dropped screens, reused for the next decode: a new 2.7 MB buffer per frame
+/// costs more (page faults, zeroing) than the diff itself.
+#[derive(Debug, Default)]
+struct PixelPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse; a session rarely has more than two screens alive at once.
+const POOL_BUFFERS: usize = 3;
+
+impl PixelPool {
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .map(|mut f| f.pop().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < POOL_BUFFERS {
+                free.push(buffer);
+            }
+        }
+    }
 }
 
 struct Diff {
@@ -289,10 +352,16 @@ fn diff(prev: &Snapshot, new: &RgbImage, dx: i32, dy: i32, version: u32, now_ms:
     let mut approx = TileSet::empty(grid.len());
     let mut changed = false;
     let moved = dx != 0 || dy != 0;
+    // Unmoved: whole pixel rows compare at memcmp speed and most are equal; only tiles on a row
+    // that differs are looked at.
+    let unmoved_differs = (!moved).then(|| rows_differing(&prev.pixels, new, &grid));
     for i in 0..grid.len() {
         let old = prev.tiles[i];
         if let Some(sources) = grid.sources(i, dx, dy) {
-            let same = compare(&prev.pixels, new, grid.tile_rect(i), dx, dy, moved);
+            let same = match &unmoved_differs {
+                Some(differs) if !differs.contains(i) => Same::Exact,
+                _ => compare(&prev.pixels, new, grid.tile_rect(i), dx, dy, moved),
+            };
             if same != Same::No {
                 // Moved content keeps what the newest of the tiles it came from went through: a
                 // viewer that had those has this.
@@ -323,6 +392,29 @@ fn diff(prev: &Snapshot, new: &RgbImage, dx: i32, dy: i32, version: u32, now_ms:
         approx,
         changed,
     }
+}
+
+/// Tiles that may differ between two same-size screens: those with a pixel row segment that
+/// differs. Exact (a tile not in the set is equal).
+fn rows_differing(old: &RgbImage, new: &RgbImage, grid: &Grid) -> TileSet {
+    let mut out = TileSet::empty(grid.len());
+    let stride = grid.width as usize * 3;
+    let tile_bytes = crate::tiles::TILE as usize * 3;
+    let (old_raw, new_raw) = (old.as_raw(), new.as_raw());
+    for y in 0..grid.height as usize {
+        let row = y * stride..(y + 1) * stride;
+        let (a, b) = (&old_raw[row.clone()], &new_raw[row]);
+        if a == b {
+            continue;
+        }
+        let tile_row = (y / crate::tiles::TILE as usize) as u32;
+        for (col, (p, q)) in a.chunks(tile_bytes).zip(b.chunks(tile_bytes)).enumerate() {
+            if p != q {
+                out.insert(grid.index(col as u32, tile_row));
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +545,20 @@ pub(crate) mod tests {
         assert_eq!(jpeg_dimensions(&jpeg_of(&img)), Some((321, 123)));
         assert_eq!(jpeg_dimensions(b"not a jpeg"), None);
         assert_eq!(jpeg_dimensions(&jpeg_of(&img)[..20]), None);
+    }
+
+    #[test]
+    fn decodes_exactly_as_image_does_and_reuses_buffers() {
+        let img = striped(96, 64, 5);
+        let jpeg = jpeg_of(&img);
+        let reference = image::load_from_memory(&jpeg).expect("decode").to_rgb8();
+        let fresh = decode_jpeg(&jpeg).expect("decode");
+        assert!(fresh == reference, "same decoder, same pixels");
+        let recycled = vec![7u8; 96 * 64 * 3];
+        let ptr = recycled.as_ptr();
+        let again = decode_jpeg_into(&jpeg, recycled).expect("decode");
+        assert!(again == reference);
+        assert_eq!(again.as_raw().as_ptr(), ptr, "the buffer was reused");
     }
 
     #[test]

@@ -632,6 +632,9 @@ impl Driver {
                     break;
                 }
                 _ = retry => {
+                    // Fired once; a new deadline is set below if something is still to do (an
+                    // old deadline left in place would fire on every turn of this loop).
+                    retry_at = None;
                     // A screencast start always paints one frame, even on a static page. None
                     // since the start means Chromium lost it (seen under load around the first
                     // navigation): start it again.

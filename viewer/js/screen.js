@@ -104,10 +104,11 @@ export class Screen {
     const decoded = Promise.allSettled(
       update.ops.map((op) => (op.op === OP_RECT ? createImageBitmap(new Blob([op.data], { type: op.mime })) : null)),
     );
-    this.#queue = this.#queue.then(() => this.#apply(update, decoded, generation));
+    const arrived = performance.now();
+    this.#queue = this.#queue.then(() => this.#apply(update, decoded, generation, arrived));
   }
 
-  async #apply(update, decoded, generation) {
+  async #apply(update, decoded, generation, arrived) {
     const results = await decoded;
     const canvas = this.#canvas;
     const ctx = this.#ctx;
@@ -141,9 +142,13 @@ export class Screen {
     const stats = this.#stats;
     const time = performance.now();
     stats.seq = update.number;
+    // Updates that bring a new screen version (not refinements of the same one): the viewer's fps.
+    if (update.version !== stats.version) stats.frames += 1;
     stats.version = update.version;
     stats.paints += 1;
     stats.lastPaintAt = time;
+    // Arrival → painted, smoothed: the viewer's own share of its round trip.
+    stats.paintMs = stats.paintMs == null ? time - arrived : stats.paintMs * 0.9 + (time - arrived) * 0.1;
     // Acknowledge even a failed update (the server stops after 2 unacknowledged), asking for a
     // whole screen instead of deltas on top of a wrong one.
     this.#ack(update.number, generation, failed);

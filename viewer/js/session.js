@@ -34,8 +34,8 @@ const ui = {
 
 // Testing and benchmarking hooks (names are relied upon by tests).
 const stats = {
-  state: 'connecting', role: null, seq: null, version: null, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
-  links: null,
+  state: 'connecting', role: null, seq: null, version: null, frames: 0, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
+  links: null, paintMs: null,
 };
 window.cobrowse = stats;
 
