@@ -112,8 +112,7 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
     let mut lossy = TileSet::empty(grid.len());
     let mut wanted = plan.dirty.clone();
     wanted.union_with(&plan.refine);
-    let full = plan.keyframe || wanted.count() as f64 >= FULL_FRAME_SHARE * grid.len() as f64;
-    if full && !snapshot.jpeg.is_empty() {
+    if forwards_jpeg(snapshot, plan) {
         // Most of the screen is to be sent: Chromium's JPEG of this version is already an
         // encoding of it, at no cost, and smaller than any re-encoding (the screen's pixels are
         // that JPEG decoded, noise included: losslessly they cost ~4× the JPEG). The viewer
@@ -166,6 +165,20 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
         covered,
         lossy,
     }
+}
+
+/// Whether the update for `plan` is Chromium's JPEG forwarded as is (most of the screen to send).
+pub fn forwards_jpeg(snapshot: &Snapshot, plan: &Plan) -> bool {
+    if snapshot.jpeg.is_empty() {
+        return false;
+    }
+    let wanted = plan.dirty.count()
+        + plan
+            .refine
+            .iter()
+            .filter(|&i| !plan.dirty.contains(i))
+            .count();
+    plan.keyframe || wanted as f64 >= FULL_FRAME_SHARE * snapshot.grid.len() as f64
 }
 
 fn clamp_i16(v: i32) -> i16 {
@@ -285,6 +298,10 @@ impl EncodeCache {
             }
         };
         cell.get_or_try_init(|| async move {
+            if forwards_jpeg(&snapshot, &plan) {
+                // No image work: not worth a hop to the blocking pool on the latency path.
+                return Ok(Arc::new(encode(&snapshot, &plan)));
+            }
             tokio::task::spawn_blocking(move || Arc::new(encode(&snapshot, &plan))).await
         })
         .await

@@ -24,6 +24,16 @@ const ADAPT_EVERY: Duration = Duration::from_secs(1);
 const RTT_DEGRADE: Duration = Duration::from_millis(250);
 const RTT_RECOVER: Duration = Duration::from_millis(100);
 
+/// Least time between two updates at each quality level: a viewer on a slow link also gets fewer,
+/// bigger updates (changes merge meanwhile), which costs fewer bytes than many small ones.
+fn min_interval(quality: Quality) -> Duration {
+    match quality {
+        Quality::High => Duration::ZERO,
+        Quality::Medium => Duration::from_millis(50),
+        Quality::Low => Duration::from_millis(125),
+    }
+}
+
 /// One update sent and not yet acknowledged.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -50,6 +60,8 @@ pub struct Pacer {
     /// Version the viewer acknowledged last, and when that version was made.
     acked_made_at: Option<Instant>,
     next_adapt: Instant,
+    /// When the last update went out.
+    last_sent: Option<Instant>,
     /// Counters for the rates reported.
     pub acked_updates: u64,
     pub acked_bytes: u64,
@@ -77,6 +89,7 @@ impl Pacer {
             srtt: None,
             acked_made_at: None,
             next_adapt: now + ADAPT_EVERY,
+            last_sent: None,
             acked_updates: 0,
             acked_bytes: 0,
         }
@@ -84,6 +97,20 @@ impl Pacer {
 
     pub fn window_open(&self) -> bool {
         self.in_flight.len() < ACK_WINDOW
+    }
+
+    /// The earliest time the next update may go out at this viewer's quality level (rate
+    /// adaptation); `None`: now.
+    pub fn not_before(&self) -> Option<Instant> {
+        let interval = min_interval(self.quality);
+        self.last_sent
+            .map(|t| t + interval)
+            .filter(|_| !interval.is_zero())
+    }
+
+    /// Whether an update may go out at `now`: the window is open and the rate allows it.
+    pub fn may_send(&self, now: Instant) -> bool {
+        self.window_open() && self.not_before().is_none_or(|t| now >= t)
     }
 
     /// The version the viewer will have after painting what was sent.
@@ -191,6 +218,7 @@ impl Pacer {
         self.grid = Some(grid);
         let number = self.next_number;
         self.next_number = self.next_number.wrapping_add(1);
+        self.last_sent = Some(now);
         self.in_flight.push_back(InFlight {
             number,
             sent_at: now,
@@ -427,6 +455,14 @@ mod tests {
         }
         assert_eq!(p.quality, Quality::Low);
         assert!(p.report(Some(&s), Instant::now()).rtt_ms.expect("rtt") >= 300);
+        // At low quality the update rate drops too: no update within 125 ms of the last.
+        p.resync();
+        let (_, n) = send(&mut p, &s).expect("update");
+        p.acked(n, Instant::now());
+        assert!(p.window_open());
+        assert!(!p.may_send(Instant::now()), "rate-limited");
+        tokio::time::advance(Duration::from_millis(125)).await;
+        assert!(p.may_send(Instant::now()));
         // Fast acks bring it back up.
         for _ in 0..40 {
             p.resync();

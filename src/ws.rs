@@ -178,9 +178,16 @@ async fn serve(socket: WebSocket, participant: Participant) {
             r.map(|()| "closed by the participant")
         }
     };
+    let link = participant.link();
+    let (updates, bytes) = (
+        link.updates.load(Ordering::Relaxed),
+        link.bytes.load(Ordering::Relaxed),
+    );
+    let rtt = link.rtt_ms.load(Ordering::Relaxed);
+    let rtt_ms = (rtt != u32::MAX).then_some(rtt);
     match outcome {
-        Ok(how) => info!(how, "connection ended"),
-        Err(e) => info!(error = %e, "connection dropped"),
+        Ok(how) => info!(how, updates, bytes, ?rtt_ms, "connection ended"),
+        Err(e) => info!(error = %e, updates, bytes, ?rtt_ms, "connection dropped"),
     }
     // `participant` drops here, after both tasks: the one place a participant leaves.
 }
@@ -280,7 +287,7 @@ async fn write_loop(
         // The screen: while the window is open, whatever this participant lacks goes out as one
         // update (see `pacing` for the slow-viewer policy).
         let latest = screen.borrow_and_update().clone();
-        if pacer.window_open() {
+        if pacer.may_send(Instant::now()) {
             if let Some(snapshot) = &latest {
                 if let Some(plan) = pacer.plan(snapshot) {
                     let encoded = session
@@ -314,11 +321,16 @@ async fn write_loop(
                 }
             }
         }
-        let window_open = pacer.window_open();
-        let settle_at = latest
-            .as_ref()
-            .filter(|_| window_open)
-            .and_then(|s| pacer.settle_at(s));
+        // Wake for a new screen only when something may be sent; otherwise for the ack that opens
+        // the window, the moment the rate allows a send, or a refinement coming due.
+        let may_send = pacer.may_send(Instant::now());
+        let wake_at = if !pacer.window_open() {
+            None
+        } else if !may_send {
+            pacer.not_before()
+        } else {
+            latest.as_ref().and_then(|s| pacer.settle_at(s))
+        };
         tokio::select! {
             biased;
             _ = ended.cancelled() => {
@@ -360,12 +372,12 @@ async fn write_loop(
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
-            changed = screen.changed(), if window_open => {
+            changed = screen.changed(), if may_send => {
                 if changed.is_err() {
                     return Ok(());
                 }
             }
-            _ = sleep_until_or_never(settle_at) => {}
+            _ = sleep_until_or_never(wake_at) => {}
             _ = report.tick() => {
                 let r = pacer.report(latest.as_deref(), Instant::now());
                 let link = participant.link();
