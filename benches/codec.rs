@@ -59,8 +59,49 @@ fn scrolled(img: &RgbImage) -> RgbImage {
     })
 }
 
+/// Sizes of the encodings the pipeline chooses between, on the clean page and on the page as the
+/// server holds it (Chromium's JPEG decoded: its noise included). Printed once per run.
+#[allow(clippy::print_stderr)]
+fn sizes(page: &RgbImage) {
+    let decoded = decode_jpeg(&jpeg(page)).expect("decode");
+    let rects = [
+        (
+            "32x32 (a typed word)",
+            PixelRect {
+                x: 96,
+                y: 160,
+                w: 32,
+                h: 32,
+            },
+        ),
+        (
+            "1280x720 (whole screen)",
+            PixelRect {
+                x: 0,
+                y: 0,
+                w: 1280,
+                h: 720,
+            },
+        ),
+    ];
+    eprintln!("JPEG q80 of the whole page: {} B", jpeg(page).len());
+    for (name, img) in [("clean page", page), ("JPEG-decoded page", &decoded)] {
+        for (what, r) in rects {
+            let rgb: Vec<u8> = (r.y..r.y + r.h)
+                .flat_map(|y| (r.x..r.x + r.w).flat_map(move |x| img.get_pixel(x, y).0))
+                .collect();
+            eprintln!(
+                "{name}, {what}: lossless WebP {} B, lossy WebP q80 {} B",
+                webp_lossless(&rgb, r).len(),
+                webp_lossy(&rgb, r, Quality::High).len()
+            );
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let page = text_page();
+    sizes(&page);
     let base = frame(&page, 0.0);
     let typed = frame(&typed(&page), 0.0);
     let scrolled = frame(&scrolled(&page), 100.0);

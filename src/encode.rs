@@ -27,6 +27,8 @@ const LOSSY_MIN_AREA: u32 = 64 * 64;
 const PHOTO_COLOURS: usize = 320;
 /// Clean tiles bridged when merging a row's changed tiles into one rectangle.
 const MERGE_GAP: u32 = 2;
+/// Beyond this many merged rectangles, tiles are cut into row bands before joining.
+const MAX_MERGED: usize = 48;
 /// Most rectangles in one update: each costs the viewer an image decode (~1 ms in a browser).
 const MAX_RECTS: usize = 6;
 /// Updates kept encoded per session, for viewers that need the same one.
@@ -110,8 +112,6 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
     let mut ops: u16 = 0;
     let mut covered = TileSet::empty(grid.len());
     let mut lossy = TileSet::empty(grid.len());
-    let mut wanted = plan.dirty.clone();
-    wanted.union_with(&plan.refine);
     if forwards_jpeg(snapshot, plan) {
         // Most of the screen is to be sent: Chromium's JPEG of this version is already an
         // encoding of it, at no cost, and smaller than any re-encoding (the screen's pixels are
@@ -140,11 +140,28 @@ pub fn encode(snapshot: &Snapshot, plan: &Plan) -> Encoded {
         body.put_i16_le(clamp_i16(dy));
         ops += 1;
     }
-    for rect in limit(merge(&wanted, &grid, MERGE_GAP), MAX_RECTS) {
+    // Changed tiles first, each rectangle coded by its content; then the tiles to refine that
+    // those rectangles did not cover, always losslessly (so an update has at most twice
+    // MAX_RECTS rectangles). A changed rectangle that contains a tile
+    // due for refinement is lossless too, or a refinement next to an animation would be sent
+    // lossy again on every frame and never settle.
+    let dirty_rects = rectangles(&plan.dirty, &grid);
+    let mut in_dirty = TileSet::empty(grid.len());
+    for &rect in &dirty_rects {
+        tiles_of(&grid, rect).for_each(|i| in_dirty.insert(i));
+    }
+    let mut rest = plan.refine.clone();
+    rest.subtract(&in_dirty);
+    let refine_rects = rectangles(&rest, &grid);
+    let jobs = dirty_rects
+        .into_iter()
+        .map(|r| (r, true))
+        .chain(refine_rects.into_iter().map(|r| (r, false)));
+    for (rect, changed) in jobs {
         let pixels = grid.pixels(rect);
         let rgb = snapshot.crop(pixels);
-        let refine_only = tiles_of(&grid, rect).all(|i| !plan.dirty.contains(i));
-        let lossy_choice = !refine_only && wants_lossy(snapshot, rect, pixels, &rgb);
+        let refines = tiles_of(&grid, rect).any(|i| plan.refine.contains(i));
+        let lossy_choice = changed && !refines && wants_lossy(snapshot, rect, pixels, &rgb);
         let (codec, data) = if lossy_choice {
             (Codec::Webp, webp_lossy(&rgb, pixels, plan.quality))
         } else {
@@ -179,6 +196,19 @@ pub fn forwards_jpeg(snapshot: &Snapshot, plan: &Plan) -> bool {
             .filter(|&i| !plan.dirty.contains(i))
             .count();
     plan.keyframe || wanted as f64 >= FULL_FRAME_SHARE * snapshot.grid.len() as f64
+}
+
+/// The rectangles a set of tiles is sent as: merged, then joined down to [`MAX_RECTS`]. A
+/// scattered set (a page can change every 4th tile) is first cut to one band per tile row, so
+/// joining stays cheap whatever the page does.
+fn rectangles(set: &TileSet, grid: &crate::tiles::Grid) -> Vec<TileRect> {
+    let merged = merge(set, grid, MERGE_GAP);
+    let merged = if merged.len() > MAX_MERGED {
+        crate::tiles::bands(set, grid)
+    } else {
+        merged
+    };
+    limit(merged, MAX_RECTS)
 }
 
 fn clamp_i16(v: i32) -> i16 {

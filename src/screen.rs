@@ -363,19 +363,30 @@ fn diff(prev: &Snapshot, new: &RgbImage, dx: i32, dy: i32, version: u32, now_ms:
                 _ => compare(&prev.pixels, new, grid.tile_rect(i), dx, dy, moved),
             };
             if same != Same::No {
-                // Moved content keeps what the newest of the tiles it came from went through: a
-                // viewer that had those has this.
+                // Moved content keeps the newest of what the tiles it came from went through: a
+                // viewer that had those has this, and it is as still as the least still of them.
                 let kept = if moved {
                     sources
                         .map(|s| prev.tiles[s])
-                        .max_by_key(|t| t.version)
+                        .reduce(|a, b| TileInfo {
+                            version: a.version.max(b.version),
+                            changed_ms: a.changed_ms.max(b.changed_ms),
+                            hot: a.hot || b.hot,
+                        })
                         .unwrap_or(old)
                 } else {
                     old
                 };
-                tiles.push(kept);
                 if same == Same::Approx {
+                    // Refined once still for a while: counted from this scroll, not from the
+                    // content's last change (that would refine it at once, mid-scroll).
                     approx.insert(i);
+                    tiles.push(TileInfo {
+                        changed_ms: now_ms,
+                        ..kept
+                    });
+                } else {
+                    tiles.push(kept);
                 }
                 continue;
             }

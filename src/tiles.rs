@@ -246,6 +246,31 @@ pub fn merge(set: &TileSet, grid: &Grid, gap: u32) -> Vec<TileRect> {
     done
 }
 
+/// One rectangle per tile row that has tiles of `set`, from its first to its last such tile,
+/// with identical neighbouring rows stacked: a coarse cover whose size is bounded by the rows.
+pub fn bands(set: &TileSet, grid: &Grid) -> Vec<TileRect> {
+    let mut out: Vec<TileRect> = Vec::new();
+    for row in 0..grid.rows {
+        let cols = (0..grid.cols).filter(|&c| set.contains(grid.index(c, row)));
+        let (Some(first), Some(last)) = (cols.clone().min(), cols.max()) else {
+            continue;
+        };
+        let band = TileRect {
+            x: first,
+            y: row,
+            w: last - first + 1,
+            h: 1,
+        };
+        match out.last_mut() {
+            Some(prev) if prev.x == band.x && prev.w == band.w && prev.y + prev.h == row => {
+                prev.h += 1
+            }
+            _ => out.push(band),
+        }
+    }
+    out
+}
+
 /// Joins rectangles until at most `max` remain, each time the pair whose bounding box adds the
 /// fewest tiles. Each rectangle costs the viewer an image decode (~1 ms in a browser, whatever its
 /// size), so a few bigger rectangles paint faster than many small ones. The result covers every
@@ -456,6 +481,24 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn bands_cover_a_scattered_set_with_one_rectangle_per_row_at_most() {
+        let g = Grid::new(1280, 720);
+        let mut s = TileSet::empty(g.len());
+        for i in (0..g.len()).step_by(4) {
+            s.insert(i);
+        }
+        let b = bands(&s, &g);
+        assert!(b.len() <= g.rows as usize);
+        for i in s.iter() {
+            let (c, r) = (i as u32 % g.cols, i as u32 / g.cols);
+            assert!(b
+                .iter()
+                .any(|t| c >= t.x && c < t.x + t.w && r >= t.y && r < t.y + t.h));
+        }
+        assert!(limit(b, 6).len() <= 6);
     }
 
     #[test]

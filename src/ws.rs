@@ -287,7 +287,9 @@ async fn write_loop(
         // The screen: while the window is open, whatever this participant lacks goes out as one
         // update (see `pacing` for the slow-viewer policy).
         let latest = screen.borrow_and_update().clone();
-        if pacer.may_send(Instant::now()) {
+        // Decided once per turn: the send below and the wake-ups after it must agree.
+        let may_send = pacer.may_send(Instant::now());
+        if may_send {
             if let Some(snapshot) = &latest {
                 if let Some(plan) = pacer.plan(snapshot) {
                     let encoded = session
@@ -323,7 +325,6 @@ async fn write_loop(
         }
         // Wake for a new screen only when something may be sent; otherwise for the ack that opens
         // the window, the moment the rate allows a send, or a refinement coming due.
-        let may_send = pacer.may_send(Instant::now());
         let wake_at = if !pacer.window_open() {
             None
         } else if !may_send {

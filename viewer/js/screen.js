@@ -105,7 +105,13 @@ export class Screen {
       update.ops.map((op) => (op.op === OP_RECT ? createImageBitmap(new Blob([op.data], { type: op.mime })) : null)),
     );
     const arrived = performance.now();
-    this.#queue = this.#queue.then(() => this.#apply(update, decoded, generation, arrived));
+    this.#queue = this.#queue
+      .then(() => this.#apply(update, decoded, generation, arrived))
+      .catch((err) => {
+        // Whatever went wrong, the chain must go on and the server must hear of it.
+        console.warn(`cobrowse: update ${update.number} could not be applied`, err);
+        this.#ack(update.number, generation, true);
+      });
   }
 
   async #apply(update, decoded, generation, arrived) {
