@@ -92,23 +92,41 @@ impl Browser {
         let workdir = tempfile::Builder::new().prefix("cobrowse-").tempdir()?;
         let executable = launcher(workdir.path(), &options.chromium)?;
         let Viewport { width, height } = options.viewport;
-        let mut builder = BrowserConfig::builder()
-            .chrome_executable(executable)
-            .new_headless_mode()
-            .user_data_dir(workdir.path().join("profile"))
-            .viewport(None)
-            .window_size(width, height)
-            .respect_https_errors()
-            .launch_timeout(LAUNCH_TIMEOUT)
-            .args(EXTRA_FLAGS.iter().copied());
-        if rustix::process::geteuid().is_root() {
-            // Chromium refuses to start as root with its sandbox on.
-            builder = builder.no_sandbox();
-        }
-        let config = builder.build().map_err(BrowserError::Config)?;
-        let (mut browser, mut handler) = CdpBrowser::launch(config)
-            .await
-            .map_err(BrowserError::Launch)?;
+        let config = || {
+            let mut builder = BrowserConfig::builder()
+                .chrome_executable(executable.clone())
+                .new_headless_mode()
+                .user_data_dir(workdir.path().join("profile"))
+                .viewport(None)
+                .window_size(width, height)
+                .respect_https_errors()
+                .launch_timeout(LAUNCH_TIMEOUT)
+                .args(EXTRA_FLAGS.iter().copied());
+            if rustix::process::geteuid().is_root() {
+                // Chromium refuses to start as root with its sandbox on.
+                builder = builder.no_sandbox();
+            }
+            builder.build().map_err(BrowserError::Config)
+        };
+        // Executing a script this process just wrote fails with ETXTBSY while another thread's
+        // fork (another session launching) still holds the inherited write descriptor; that
+        // child execs or exits within milliseconds, so a short retry is the cure.
+        let mut attempt = 0u64;
+        let (mut browser, mut handler) = loop {
+            match CdpBrowser::launch(config()?).await {
+                Ok(launched) => break launched,
+                Err(chromiumoxide::error::CdpError::Io(e))
+                    if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
+                        && attempt < 5 =>
+                {
+                    attempt += 1;
+                    debug!(attempt, "launcher busy (being forked elsewhere); retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    // backoff
+                }
+                Err(e) => return Err(BrowserError::Launch(e)),
+            }
+        };
         let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
 
         let gone = CancellationToken::new();
@@ -208,7 +226,24 @@ impl Browser {
             loop {
                 let frame = tokio::select! {
                     _ = cancel.cancelled() => break,
-                    frame = frames.next() => match frame { Some(f) => f, None => break },
+                    frame = frames.next() => match frame {
+                        Some(f) => f,
+                        None => {
+                            // chromiumoxide dropped the subscription: subscribe again, or the
+                            // screen would freeze while everything else still works.
+                            warn!("screencast frame events stopped; subscribing again");
+                            match page.event_listener::<EventScreencastFrame>().await {
+                                Ok(again) => {
+                                    frames = again;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "cannot subscribe to screencast frames");
+                                    break;
+                                }
+                            }
+                        }
+                    },
                 };
                 trace!(session = frame.session_id, "screencast frame arrived");
                 // Ack at once, in a task of its own: the pump never waits for Chromium's reply

@@ -30,6 +30,11 @@ pub const EVENT_BUFFER: usize = 64;
 const SCREENCAST_RETRY: Duration = Duration::from_millis(100);
 /// A started screencast that painted nothing within this long is restarted.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
+/// A running screencast that delivered nothing for this long is restarted. On a page that really
+/// is still, the restart costs one captured frame that changes nothing (no bytes to viewers); on
+/// one whose screencast silently stalled (seen on a loaded machine: one frame, then nothing,
+/// even from an animation) it brings the screen back.
+const QUIET_RESTART: Duration = Duration::from_secs(3);
 
 /// What a participant may do; decided by the server from the join token, never by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,6 +620,10 @@ impl Driver {
         // Screen version when the screencast last started, until its first frame is checked for.
         let mut started_at_seq: Option<u64> = None;
         let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
+        // Frames received when last looked at, and since when that count has not moved.
+        let mut quiet = (frames_received(shared), Instant::now());
+        let mut quiet_check = tokio::time::interval(QUIET_RESTART / 3);
+        quiet_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
         loop {
             let idle = sleep_until_or_never(idle_deadline);
@@ -630,6 +639,17 @@ impl Driver {
                 _ = idle => {
                     self.handle.end("nobody was connected for too long");
                     break;
+                }
+                _ = quiet_check.tick() => {
+                    let now_seen = frames_received(shared);
+                    if now_seen != quiet.0 {
+                        quiet = (now_seen, Instant::now());
+                    } else if screencasting && quiet.1.elapsed() >= QUIET_RESTART {
+                        debug!("no frame for {QUIET_RESTART:?}; restarting the screencast");
+                        screencasting = false;
+                        quiet.1 = Instant::now();
+                    }
+                    sync = !screencasting;
                 }
                 _ = retry => {
                     // Fired once; a new deadline is set below if something is still to do (an

@@ -167,11 +167,20 @@ async fn serve(socket: WebSocket, participant: Participant) {
     let writer = write_loop(sink, &participant, notices_rx, acked_rx);
     let reader = read_loop(stream, &participant, notices_tx, acked_tx);
     tokio::pin!(writer);
+    tokio::pin!(reader);
     // Either side ending ends the connection; the other side is dropped with it. A reader that
-    // saw a protocol violation first lets the writer send the close frame it asked for.
+    // saw a protocol violation first lets the writer send the close frame it asked for. A writer
+    // that sent a close frame lets the reader finish the closing handshake (the participant's
+    // own close frame, briefly): dropping a socket with unread input (acks in flight) resets
+    // the connection, and the participant would lose the close code and reason.
     let outcome = tokio::select! {
-        r = &mut writer => r.map(|()| "closed by the server"),
-        r = reader => {
+        r = &mut writer => {
+            if r.is_ok() {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+            }
+            r.map(|()| "closed by the server")
+        }
+        r = &mut reader => {
             if let Err(ConnError::TooBig) = r {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
             }
