@@ -228,10 +228,7 @@ async fn viewer_click_latency(
         .as_f64()
         .unwrap_or(f64::NAN);
     page.close().await.expect("close");
-    server
-        .http
-        .request("DELETE", &format!("/api/sessions/{id}"), None)
-        .await;
+    end_session(server, &id).await;
     let lat = lat
         .as_array()
         .expect("array")
@@ -239,6 +236,14 @@ async fn viewer_click_latency(
         .filter_map(|v| v.as_f64())
         .collect();
     (lat, paint_ms)
+}
+
+/// Ends a session through the API.
+async fn end_session(server: &TestServer, id: &str) {
+    server
+        .http
+        .request("DELETE", &format!("/api/sessions/{id}"), None)
+        .await;
 }
 
 /// Opens a viewer on a new session of `path`; returns the page and the session id.
@@ -564,10 +569,7 @@ async fn main() {
         .unwrap_or(f64::NAN);
     let anim_link = server.session_json(&id).await.1["participantLinks"][0].clone();
     page.close().await.expect("close");
-    server
-        .http
-        .request("DELETE", &format!("/api/sessions/{id}"), None)
-        .await;
+    end_session(&server, &id).await;
 
     eprintln!("raw CDP: typing and scrolling…");
     let raw_typing = raw_bytes(&mut site, "/text", Work::Type).await;
@@ -584,20 +586,14 @@ async fn main() {
     eprintln!("cobrowse: typing a {}-character sentence…", SENTENCE.len());
     let typing = viewer_bytes(&page, &mut site, Work::Type).await;
     page.close().await.expect("close");
-    server
-        .http
-        .request("DELETE", &format!("/api/sessions/{id}"), None)
-        .await;
+    end_session(&server, &id).await;
     eprintln!("cobrowse: scrolling {TICKS} wheel ticks…");
     let (page, id) = open_viewer(&server, &site, &viewer, "/text").await;
     site.report_of("ready").await;
     tokio::time::sleep(Duration::from_secs(1)).await; // settle window, not synchronisation
     let scroll = viewer_bytes(&page, &mut site, Work::Scroll).await;
     page.close().await.expect("close");
-    server
-        .http
-        .request("DELETE", &format!("/api/sessions/{id}"), None)
-        .await;
+    end_session(&server, &id).await;
     viewer.close().await;
 
     eprintln!("cobrowse: fan-out to 1, then {viewers} WebSocket viewers…");
@@ -613,10 +609,7 @@ async fn main() {
     let (beside_stalled, _, _) = ws_viewers(&server, &id, &links.viewer, 1, seconds).await;
     let rss_after = rss_mb();
     drop(stalled);
-    server
-        .http
-        .request("DELETE", &format!("/api/sessions/{id}"), None)
-        .await;
+    end_session(&server, &id).await;
     server.stop().await;
 
     eprintln!("Xvfb + x11vnc + noVNC: the same workloads (benches/novnc/run.sh)…");

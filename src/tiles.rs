@@ -320,6 +320,40 @@ pub fn limit(mut rects: Vec<TileRect>, max: usize) -> Vec<TileRect> {
 mod tests {
     use super::*;
 
+    /// A pseudo-random set of `n` draws over the grid.
+    fn scattered(grid: &Grid, seed: u32, n: usize) -> TileSet {
+        let mut s = TileSet::empty(grid.len());
+        let mut x = seed;
+        for _ in 0..n {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            s.insert((x as usize >> 8) % grid.len());
+        }
+        s
+    }
+
+    /// The tiles the rectangles cover, checking that none is covered twice and that every tile
+    /// of `set` is covered.
+    fn covered_once(rects: &[TileRect], set: &TileSet, grid: &Grid) -> TileSet {
+        let mut covered = TileSet::empty(grid.len());
+        for r in rects {
+            for row in r.y..r.y + r.h {
+                for col in r.x..r.x + r.w {
+                    let i = grid.index(col, row);
+                    assert!(!covered.contains(i), "tile {i} covered twice");
+                    covered.insert(i);
+                }
+            }
+        }
+        let mut missing = set.clone();
+        missing.subtract(&covered);
+        assert!(
+            missing.is_empty(),
+            "uncovered tiles: {:?}",
+            missing.iter().collect::<Vec<_>>()
+        );
+        covered
+    }
+
     fn set_of(grid: &Grid, tiles: &[(u32, u32)]) -> TileSet {
         let mut s = TileSet::empty(grid.len());
         for &(c, r) in tiles {
@@ -435,27 +469,10 @@ mod tests {
     #[test]
     fn limiting_rectangles_keeps_every_tile_covered_once() {
         let g = Grid::new(1280, 720);
-        let mut s = TileSet::empty(g.len());
-        let mut x: u32 = 99;
-        for _ in 0..200 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            s.insert((x as usize >> 8) % g.len());
-        }
+        let s = scattered(&g, 99, 200);
         let rects = limit(merge(&s, &g, 0), 6);
         assert!(rects.len() <= 6);
-        let mut covered = TileSet::empty(g.len());
-        for r in &rects {
-            for row in r.y..r.y + r.h {
-                for col in r.x..r.x + r.w {
-                    let i = g.index(col, row);
-                    assert!(!covered.contains(i), "tile {i} covered twice");
-                    covered.insert(i);
-                }
-            }
-        }
-        let mut missing = s.clone();
-        missing.subtract(&covered);
-        assert!(missing.is_empty());
+        covered_once(&rects, &s, &g);
         // Two far-apart pairs of neighbours become two rectangles, not one big one.
         let t = |c, r| TileRect {
             x: c,
@@ -504,28 +521,9 @@ mod tests {
     #[test]
     fn merged_rectangles_cover_every_tile_once() {
         let g = Grid::new(1280, 720);
-        let mut s = TileSet::empty(g.len());
-        // A pseudo-random pattern.
-        let mut x: u32 = 12345;
-        for _ in 0..900 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            s.insert((x as usize >> 8) % g.len());
-        }
+        let s = scattered(&g, 12345, 900);
         for gap in [0, 2] {
-            let rects = merge(&s, &g, gap);
-            let mut covered = TileSet::empty(g.len());
-            for r in &rects {
-                for row in r.y..r.y + r.h {
-                    for col in r.x..r.x + r.w {
-                        let i = g.index(col, row);
-                        assert!(!covered.contains(i), "tile {i} covered twice");
-                        covered.insert(i);
-                    }
-                }
-            }
-            let mut missing = s.clone();
-            missing.subtract(&covered);
-            assert!(missing.is_empty(), "gap {gap}: uncovered tiles");
+            let covered = covered_once(&merge(&s, &g, gap), &s, &g);
             if gap == 0 {
                 assert_eq!(covered, s, "no gap: exactly the set");
             }
