@@ -41,7 +41,6 @@ fn min_interval(quality: Quality) -> Duration {
 struct InFlight {
     number: u32,
     sent_at: Instant,
-    bytes: usize,
     /// When the screen version it brings was made.
     made_at: Instant,
 }
@@ -64,9 +63,6 @@ pub struct Pacer {
     next_adapt: Instant,
     /// When the last update went out.
     last_sent: Option<Instant>,
-    /// Counters for the rates reported.
-    pub acked_updates: u64,
-    pub acked_bytes: u64,
 }
 
 /// A summary of a viewer's link, for the owner and the logs.
@@ -76,7 +72,6 @@ pub struct LinkReport {
     /// How old the newest screen the viewer painted was, when a newer one exists; 0 when current.
     pub lag_ms: u32,
     pub quality: Quality,
-    pub in_flight: usize,
 }
 
 impl Pacer {
@@ -92,8 +87,6 @@ impl Pacer {
             acked_made_at: None,
             next_adapt: now + ADAPT_EVERY,
             last_sent: None,
-            acked_updates: 0,
-            acked_bytes: 0,
         }
     }
 
@@ -113,11 +106,6 @@ impl Pacer {
     /// Whether an update may go out at `now`: the window is open and the rate allows it.
     pub fn may_send(&self, now: Instant) -> bool {
         self.window_open() && self.not_before().is_none_or(|t| now >= t)
-    }
-
-    /// The version the viewer will have after painting what was sent.
-    pub fn base(&self) -> Option<u32> {
-        self.base
     }
 
     /// Tiles held lossy.
@@ -145,8 +133,9 @@ impl Pacer {
         let held = self.held_after(scrolls.iter().map(|s| &**s), &grid);
         let dirty = snapshot.changed_since(base);
         let mut refine = TileSet::empty(grid.len());
+        let now_ms = now_ms(snapshot);
         for i in held.iter() {
-            if !dirty.contains(i) && snapshot.still_for(i, now_ms(snapshot), SETTLE_MS) {
+            if !dirty.contains(i) && snapshot.still_for(i, now_ms, SETTLE_MS) {
                 refine.insert(i);
             }
         }
@@ -198,13 +187,12 @@ impl Pacer {
         Some(snapshot.made_at + Duration::from_millis(u64::from(wait)))
     }
 
-    /// Records that `plan`, encoded as `encoded`, went out (`bytes` long); returns its number.
+    /// Records that `plan`, encoded as `encoded`, went out; returns its number.
     pub fn sent(
         &mut self,
         snapshot: &Snapshot,
         plan: &Plan,
         encoded: &Encoded,
-        bytes: usize,
         now: Instant,
     ) -> u32 {
         let grid = snapshot.grid;
@@ -226,7 +214,6 @@ impl Pacer {
         self.in_flight.push_back(InFlight {
             number,
             sent_at: now,
-            bytes,
             made_at: snapshot.made_at,
         });
         number
@@ -249,8 +236,6 @@ impl Pacer {
                 Some(srtt) => (srtt * 7 + sample) / 8,
                 None => sample,
             });
-            self.acked_updates += 1;
-            self.acked_bytes += f.bytes as u64;
             self.acked_made_at = Some(f.made_at);
         }
         self.adapt(now);
@@ -298,7 +283,6 @@ impl Pacer {
             rtt_ms: self.srtt.map(|d| d.as_millis() as u32),
             lag_ms,
             quality: self.quality,
-            in_flight: self.in_flight.len(),
         }
     }
 }
@@ -338,7 +322,7 @@ mod tests {
     fn send(p: &mut Pacer, s: &Arc<Snapshot>) -> Option<(Plan, u32)> {
         let plan = p.plan(s)?;
         let encoded = encode(s, &plan);
-        let n = p.sent(s, &plan, &encoded, encoded.body.len(), Instant::now());
+        let n = p.sent(s, &plan, &encoded, Instant::now());
         Some((plan, n))
     }
 

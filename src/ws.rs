@@ -320,7 +320,7 @@ async fn write_loop(
                     let message = encode_update(&header, &encoded.body);
                     let bytes = message.len();
                     w.send(Message::Binary(message)).await?;
-                    pacer.sent(snapshot, &plan, &encoded, bytes, Instant::now());
+                    pacer.sent(snapshot, &plan, &encoded, Instant::now());
                     let stats = session.stats();
                     stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);

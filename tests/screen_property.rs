@@ -132,13 +132,7 @@ impl Viewer {
             .await
             .expect("encoded");
         let number = self.pacer.next_number();
-        let n = self.pacer.sent(
-            snapshot,
-            &plan,
-            &encoded,
-            encoded.body.len(),
-            Instant::now(),
-        );
+        let n = self.pacer.sent(snapshot, &plan, &encoded, Instant::now());
         assert_eq!(n, number);
         self.in_flight.push_back(Sent {
             number,
