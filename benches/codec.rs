@@ -38,6 +38,8 @@ fn frame(img: &RgbImage, scroll_y: f64) -> RawFrame {
         offset_top: 0.0,
         scroll_x: 0.0,
         scroll_y,
+        arrived: tokio::time::Instant::now(),
+        source: cobrowse::screen::FrameSource::Screencast,
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench --bench pipeline` (writes `docs/benchmarks.md`; `-- --no-write` only prints).
 //! Environment: `BENCH_CLICKS` (default 40), `BENCH_SECONDS` (default 5), `BENCH_VIEWERS`
-//! (fan-out, default 50), `BENCH_NOVNC=0` skips the noVNC stack.
+//! (fan-out, default 50), `BENCH_NOVNC=0` skips the noVNC stack, `BENCH_ONLY=click` measures
+//! only click latency and prints it (nothing written).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -79,6 +80,7 @@ impl Raw {
             chromium: support::chromium(),
             viewport: DEFAULT_VIEWPORT,
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
+            fault_stall_screencast: false,
         })
         .await
         .expect("launch");
@@ -208,7 +210,7 @@ async fn viewer_click_latency(
     site: &TestSite,
     browser: &ViewerBrowser,
     clicks: u64,
-) -> (Vec<f64>, f64) {
+) -> (Vec<f64>, f64, serde_json::Value) {
     let (page, id) = open_viewer(server, site, browser, "/click").await;
     // Wait for the page itself (white) on the canvas.
     eval(&page, "new Promise(r => { const c = document.getElementById('screen'); const ok = () => { const d = c.getContext('2d').getImageData(c.width >> 1, c.height >> 1, 1, 1).data; return d[0] > 240 && d[1] > 240 && d[2] > 240; }; if (ok()) return r(true); addEventListener('cobrowse:paint', function on() { if (ok()) { removeEventListener('cobrowse:paint', on); r(true); } }); })").await;
@@ -227,6 +229,8 @@ async fn viewer_click_latency(
         .await
         .as_f64()
         .unwrap_or(f64::NAN);
+    // The server's share, from its own histograms.
+    let pipeline = server.session_json(&id).await.1["pipeline"].clone();
     page.close().await.expect("close");
     end_session(server, &id).await;
     let lat = lat
@@ -235,7 +239,7 @@ async fn viewer_click_latency(
         .iter()
         .filter_map(|v| v.as_f64())
         .collect();
-    (lat, paint_ms)
+    (lat, paint_ms, pipeline)
 }
 
 /// Ends a session through the API.
@@ -554,8 +558,20 @@ async fn main() {
     eprintln!("raw CDP: click latency ({clicks} clicks)…");
     let raw_click = sorted(raw_click_latency(&site, clicks).await);
     eprintln!("cobrowse: click latency at the viewer…");
-    let (view_click, click_paint_ms) = viewer_click_latency(&server, &site, &viewer, clicks).await;
+    let (view_click, click_paint_ms, click_pipeline) = viewer_click_latency(&server, &site, &viewer, clicks).await;
     let view_click = sorted(view_click);
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "click") {
+        println!(
+            "click p50/p95 ms: raw CDP {:.1}/{:.1}, cobrowse {:.1}/{:.1}; viewer share {click_paint_ms:.1} ms; server {click_pipeline}",
+            percentile(&raw_click, 50.0),
+            percentile(&raw_click, 95.0),
+            percentile(&view_click, 50.0),
+            percentile(&view_click, 95.0),
+        );
+        viewer.close().await;
+        server.stop().await;
+        return;
+    }
 
     eprintln!("raw CDP: animation ({seconds} s)…");
     let (raw_fps, raw_bps) = raw_animation(&site, seconds).await;
@@ -654,7 +670,11 @@ async fn main() {
          | ratio cobrowse / noVNC | {nratio50} | {nratio95} |\n\n\
          Target (design.md §6): p50 ≤ 30 ms, p95 ≤ 50 ms at the viewer. The raw CDP column has no\n\
          viewer: it stops where a frame reaches the process; cobrowse's includes the viewer's own\n\
-         share (the update's arrival → painted, smoothed over the clicks): {click_paint_ms:.1} ms.\n\n\
+         share (the update's arrival → painted, smoothed over the clicks): {click_paint_ms:.1} ms.\n\
+         The server's share, from its own histograms (`pipeline` in `GET /api/sessions/{{id}}`; medians\n\
+         are bucket upper bounds): frame arrival → screen version decoded and compared, p50\n\
+         {screen_p50} ms (mean {screen_mean} ms); frame arrival → update written to the viewer's socket,\n\
+         p50 {send_p50} ms (mean {send_mean} ms).\n\n\
          ## Animation (CSS animation: a 200×200 box sliding, {seconds} s)\n\n\
          | | frames/s | kB/s |\n|---|---|---|\n\
          | raw CDP (whole JPEG frames) | {raw_fps:.1} | {raw_kbps:.0} |\n\
@@ -686,6 +706,10 @@ async fn main() {
          nothing for the others and memory stays flat; ≤ 1% of a core per added viewer.\n",
         date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
         cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        screen_p50 = click_pipeline["screen"]["p50Ms"],
+        screen_mean = opt(click_pipeline["screen"]["meanMs"].as_f64(), &ms),
+        send_p50 = click_pipeline["send"]["p50Ms"],
+        send_mean = opt(click_pipeline["send"]["meanMs"].as_f64(), &ms),
         rp50 = ms(percentile(&raw_click, 50.0)),
         rp95 = ms(percentile(&raw_click, 95.0)),
         vp50 = ms(view_p50),

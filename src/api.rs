@@ -97,12 +97,20 @@ pub struct SessionView {
     participants: usize,
     frames_produced: u32,
     frames_in: u64,
+    /// Screenshots taken because the screencast stalled (normally 0).
+    frames_polled: u64,
+    /// Checks of a quiet screencast against a screenshot.
+    screencast_checks: u64,
+    /// `screencast`, or `screenshots` while the screencast is broken.
+    screen_source: &'static str,
     frames_sent: u64,
     bytes_sent: u64,
     browser_pid: Option<u32>,
     links: Links,
     /// Each connected participant's link: round trip, lag, quality, updates and bytes sent.
     participant_links: Vec<crate::session::LinkInfo>,
+    /// The server's share of the latency: frame arrival → screen version, → update written.
+    pipeline: crate::session::PipelineInfo,
 }
 
 impl From<SessionInfo> for SessionView {
@@ -122,11 +130,15 @@ impl From<SessionInfo> for SessionView {
             participants: i.participants,
             frames_produced: i.frames_produced,
             frames_in: i.frames_in,
+            frames_polled: i.frames_polled,
+            screencast_checks: i.screencast_checks,
+            screen_source: if i.polling { "screenshots" } else { "screencast" },
             frames_sent: i.frames_sent,
             bytes_sent: i.bytes_sent,
             browser_pid: i.browser_pid,
             links: i.links,
             participant_links: i.participant_links,
+            pipeline: i.pipeline,
         }
     }
 }

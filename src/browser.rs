@@ -15,8 +15,8 @@ use chromiumoxide::cdp::browser_protocol::input::{
     InsertTextParams, MouseButton as CdpMouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
-    BringToFrontParams, EventFrameNavigated, EventScreencastFrame, NavigateParams,
-    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+    BringToFrontParams, CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
+    EventScreencastFrame, GetLayoutMetricsParams, NavigateParams, ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, GetTargetsParams,
@@ -30,7 +30,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::config::Viewport;
 use crate::input::{Input, KeyKind, MouseButton, MouseKind};
-use crate::screen::RawFrame;
+use crate::screen::{FrameSource, RawFrame};
 
 /// How long Chromium may take to print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,6 +62,8 @@ pub enum BrowserError {
     Launch(chromiumoxide::error::CdpError),
     #[error("Chromium did not answer: {0}")]
     Cdp(#[from] chromiumoxide::error::CdpError),
+    #[error("Chromium sent a frame that cannot be read: {0}")]
+    Frame(String),
 }
 
 /// What a session needs to launch its browser.
@@ -70,6 +72,8 @@ pub struct LaunchOptions {
     pub chromium: PathBuf,
     pub viewport: Viewport,
     pub jpeg_quality: u8,
+    /// Test fault injection: drop every screencast frame after the first (see `Config`).
+    pub fault_stall_screencast: bool,
 }
 
 /// A running Chromium with the one page the session shows. Owned by the session task; dropping it
@@ -101,7 +105,12 @@ impl Browser {
                 .window_size(width, height)
                 .respect_https_errors()
                 .launch_timeout(LAUNCH_TIMEOUT)
-                .args(EXTRA_FLAGS.iter().copied());
+                .args(EXTRA_FLAGS.iter().copied())
+                // Merged with chromiumoxide's own `--disable-features` list. Paint holding keeps
+                // the previous page on screen after a navigation until the new one paints
+                // "contentful" content or gets input: on a loaded machine a page of plain boxes
+                // stayed blank for good (rAF running, screenshots blank too) until a key press.
+                .arg(("disable-features", "PaintHolding"));
             if rustix::process::geteuid().is_root() {
                 // Chromium refuses to start as root with its sandbox on.
                 builder = builder.no_sandbox();
@@ -207,6 +216,24 @@ impl Browser {
         Ok(())
     }
 
+    /// What the page says of its own visibility, focus and animation frames, for diagnostics.
+    pub async fn page_state(&self) -> Result<String, BrowserError> {
+        let js = "(async () => { const raf = await Promise.race([new Promise(r => requestAnimationFrame(() => r('raf fired'))), new Promise(r => setTimeout(() => r('no raf in 500 ms'), 500))]); return `${document.visibilityState} focus=${document.hasFocus()} ${raf}`; })()";
+        let eval = self.page.evaluate(js);
+        match tokio::time::timeout(Duration::from_secs(2), eval).await {
+            Ok(result) => Ok(result?.into_value::<String>().unwrap_or_default()),
+            Err(_) => Ok("no answer in 2 s".into()),
+        }
+    }
+
+    /// A handle that takes screenshots of the page, usable from another task.
+    pub fn capturer(&self) -> Capturer {
+        Capturer {
+            page: self.page.clone(),
+            quality: self.options.jpeg_quality,
+        }
+    }
+
     pub async fn stop_screencast(&self) -> Result<(), BrowserError> {
         self.page.execute(StopScreencastParams::default()).await?;
         Ok(())
@@ -222,7 +249,9 @@ impl Browser {
     ) -> Result<tokio::task::JoinHandle<()>, BrowserError> {
         let mut frames = self.page.event_listener::<EventScreencastFrame>().await?;
         let page = self.page.clone();
+        let stall = self.options.fault_stall_screencast;
         Ok(tokio::spawn(async move {
+            let mut delivered = 0u64;
             loop {
                 let frame = tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -245,6 +274,7 @@ impl Browser {
                         }
                     },
                 };
+                let arrived = tokio::time::Instant::now();
                 trace!(session = frame.session_id, "screencast frame arrived");
                 // Ack at once, in a task of its own: the pump never waits for Chromium's reply
                 // (a lost reply would otherwise stall the screen for chromiumoxide's 30 s timeout).
@@ -255,6 +285,10 @@ impl Browser {
                         debug!(error = %e, "screencast ack failed");
                     }
                 });
+                delivered += 1;
+                if stall && delivered > 1 {
+                    continue;
+                }
                 let data: &str = frame.data.as_ref();
                 match base64::engine::general_purpose::STANDARD.decode(data) {
                     Ok(jpeg) => {
@@ -274,6 +308,8 @@ impl Browser {
                             offset_top: m.offset_top,
                             scroll_x: m.scroll_offset_x,
                             scroll_y: m.scroll_offset_y,
+                            arrived,
+                            source: FrameSource::Screencast,
                         }));
                     }
                     Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
@@ -310,6 +346,49 @@ impl Browser {
     pub async fn close(mut self, grace: Duration) {
         shutdown(&mut self.browser, &self.handler_task, self.pid, grace).await;
     }
+}
+
+/// Takes screenshots of a session's page (see [`Browser::capturer`]).
+#[derive(Clone)]
+pub struct Capturer {
+    page: Page,
+    quality: u8,
+}
+
+impl Capturer {
+    /// One frame taken as a screenshot, with the scroll position: for checking a quiet
+    /// screencast, and instead of it while it is broken. Slower than a screencast frame (tens of
+    /// ms of Chromium's time).
+    pub async fn capture(&self) -> Result<RawFrame, BrowserError> {
+        let metrics = self.page.execute(GetLayoutMetricsParams::default()).await?;
+        let shot = self
+            .page
+            .execute(
+                CaptureScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Jpeg)
+                    .quality(i64::from(self.quality))
+                    .optimize_for_speed(true)
+                    .build(),
+            )
+            .await?;
+        let arrived = tokio::time::Instant::now();
+        let data: &str = shot.result.data.as_ref();
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| BrowserError::Frame(e.to_string()))?;
+        let v = &metrics.result.css_visual_viewport;
+        Ok(RawFrame {
+            jpeg: Bytes::from(jpeg),
+            css_width: v.client_width,
+            css_height: v.client_height,
+            offset_top: 0.0,
+            scroll_x: v.page_x,
+            scroll_y: v.page_y,
+            arrived,
+            source: FrameSource::Screenshot,
+        })
+    }
+
 }
 
 async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, BrowserError> {

@@ -144,6 +144,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub jpeg_quality: u8,
     pub log_format: LogFormat,
+    /// Fault injection for tests, not settable from the command line: every session's frame
+    /// pump drops each screencast frame after the first, as the stalled screencast seen under
+    /// load does, so that the screenshot fallback can be tested.
+    pub fault_stall_screencast: bool,
 }
 
 impl Config {
@@ -161,6 +165,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             log_format: LogFormat::Text,
+            fault_stall_screencast: false,
         }
     }
 
@@ -207,6 +212,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             jpeg_quality: args.jpeg_quality,
             log_format: args.log_format,
+            fault_stall_screencast: false,
         })
     }
 }

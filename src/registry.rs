@@ -123,6 +123,7 @@ impl Registry {
             chromium: self.config.chromium.clone(),
             viewport: request.viewport,
             jpeg_quality: self.config.jpeg_quality,
+            fault_stall_screencast: self.config.fault_stall_screencast,
         })
         .await?;
         if self.shutdown.is_cancelled() {

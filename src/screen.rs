@@ -42,6 +42,18 @@ pub struct RawFrame {
     /// The page's scroll position in CSS pixels.
     pub scroll_x: f64,
     pub scroll_y: f64,
+    /// When the frame reached the server: the start of the server's share of the latency.
+    pub arrived: Instant,
+    pub source: FrameSource,
+}
+
+/// Where a frame came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameSource {
+    /// Chromium's screencast: the normal path.
+    Screencast,
+    /// A screenshot taken while the screencast delivers nothing (see `session`'s fallback).
+    Screenshot,
 }
 
 /// What a tile last went through.
@@ -82,7 +94,9 @@ pub struct Snapshot {
     /// up to date with copies. Also the version from which this grid (screen size) holds.
     pub scroll_floor: u32,
     pub geometry: FrameGeometry,
-    /// When this version was made.
+    /// When the frame of this version reached the server.
+    pub arrived: Instant,
+    /// When this version was made (decoded and compared).
     pub made_at: Instant,
     /// Milliseconds since the screen started, as `TileInfo::changed_ms` counts them.
     pub made_ms: u32,
@@ -234,6 +248,7 @@ impl ScreenModel {
                     scrolls,
                     scroll_floor,
                     geometry,
+                    arrived: frame.arrived,
                     made_at: now,
                     made_ms: now_ms,
                     pool: self.pool.clone(),
@@ -259,6 +274,7 @@ impl ScreenModel {
                     // A viewer at any earlier version needs the whole screen.
                     scroll_floor: version,
                     geometry,
+                    arrived: frame.arrived,
                     made_at: now,
                     made_ms: now_ms,
                     pool: self.pool.clone(),
@@ -271,6 +287,42 @@ impl ScreenModel {
         self.tx.send_replace(Some(snapshot.clone()));
         Ok(Some(snapshot))
     }
+}
+
+/// Per-tile limits under which two encodings of the same screen count as the same picture: a
+/// screenshot and a screencast frame go through different JPEG encoders, so the same page differs
+/// by a few levels, mostly on glyph edges. A missed change (a caret, a typed character, a new
+/// colour) exceeds them.
+const VISIBLE_MAX_DIFF: u8 = 160;
+const VISIBLE_MEAN_DIFF: u32 = 12;
+
+/// How many tiles of `a` and `b` differ by more than encoding noise (every tile when the sizes
+/// differ).
+pub fn tiles_visibly_different(a: &RgbImage, b: &RgbImage) -> usize {
+    let grid = Grid::new(a.width(), a.height());
+    if a.dimensions() != b.dimensions() {
+        return grid.len();
+    }
+    let stride = a.width() as usize * 3;
+    let (a, b) = (a.as_raw(), b.as_raw());
+    (0..grid.len())
+        .filter(|&i| {
+            let r = grid.tile_rect(i);
+            let mut total = 0u32;
+            for y in r.y..r.y + r.h {
+                let start = y as usize * stride + r.x as usize * 3;
+                let end = start + r.w as usize * 3;
+                for (&p, &q) in a[start..end].iter().zip(&b[start..end]) {
+                    let d = p.abs_diff(q);
+                    if d > VISIBLE_MAX_DIFF {
+                        return true;
+                    }
+                    total += u32::from(d);
+                }
+            }
+            total > VISIBLE_MEAN_DIFF * r.area() * 3
+        })
+        .count()
 }
 
 /// Decodes a JPEG into RGB, refusing absurd sizes before allocating.
@@ -538,7 +590,43 @@ pub(crate) mod tests {
             offset_top: 0.0,
             scroll_x: 0.0,
             scroll_y,
+            arrived: Instant::now(),
+            source: FrameSource::Screencast,
         }
+    }
+
+    #[test]
+    fn encoding_noise_is_not_a_visible_difference_but_a_caret_is() {
+        // Text-like content: dark glyph strokes on white.
+        let mut page = RgbImage::from_pixel(320, 160, image::Rgb([255, 255, 255]));
+        for y in 20..140 {
+            for x in 10..310 {
+                if (x * 7 + y * 3) % 11 < 3 && y % 20 < 14 {
+                    page.put_pixel(x, y, image::Rgb([30, 30, 30]));
+                }
+            }
+        }
+        let low = |img: &RgbImage, q: u8| {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                .encode_image(img)
+                .expect("encode");
+            decode_jpeg(&out).expect("decode")
+        };
+        // Two encoders' worth of noise: the same page at two qualities.
+        assert_eq!(tiles_visibly_different(&low(&page, 90), &low(&page, 70)), 0);
+        // A 2-px caret appears in one tile.
+        let mut caret = page.clone();
+        for y in 100..116 {
+            for x in 200..202 {
+                caret.put_pixel(x, y, image::Rgb([0, 0, 0]));
+            }
+        }
+        // A 2-px caret appears: the one or two tiles it touches count.
+        let n = tiles_visibly_different(&low(&page, 90), &low(&caret, 70));
+        assert!((1..=2).contains(&n), "{n}");
+        let other = RgbImage::new(160, 160);
+        assert_eq!(tiles_visibly_different(&page, &other), Grid::new(320, 160).len());
     }
 
     /// A page of horizontal stripes, `offset` pixels scrolled: row y has the colour of page row

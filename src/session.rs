@@ -2,7 +2,7 @@
 //! browser; everyone else holds a cloneable [`SessionHandle`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -12,12 +12,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::browser::Browser;
+use crate::browser::{Browser, Capturer};
+use crate::metrics::{Histogram, Summary};
 use crate::config::Viewport;
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input};
 use crate::protocol::{Links, ServerMessage};
-use crate::screen::{RawFrame, ScreenModel, ScreenWatch};
+use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
 
 /// Input events queued between the participants and the browser. A full queue makes the sending
@@ -30,11 +31,22 @@ pub const EVENT_BUFFER: usize = 64;
 const SCREENCAST_RETRY: Duration = Duration::from_millis(100);
 /// A started screencast that painted nothing within this long is restarted.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
-/// A running screencast that delivered nothing for this long is restarted. On a page that really
-/// is still, the restart costs one captured frame that changes nothing (no bytes to viewers); on
-/// one whose screencast silently stalled (seen on a loaded machine: one frame, then nothing,
-/// even from an animation) it brings the screen back.
-const QUIET_RESTART: Duration = Duration::from_secs(3);
+/// A running screencast that delivered nothing for this long is checked: a screenshot is
+/// compared with the screen. If the page shows something the screen does not, the screencast
+/// missed a change: it is broken for this page (seen under load: one frame, then nothing, even
+/// from an animation, while the page paints and runs `requestAnimationFrame`; restarting it
+/// brought back only a stale frame). If not, the page is still, and the next check waits twice
+/// as long, up to [`QUIET_CHECK_MAX`].
+const QUIET_CHECK: Duration = Duration::from_secs(2);
+const QUIET_CHECK_MAX: Duration = Duration::from_secs(30);
+/// How long a check that saw a difference waits for a frame a healthy screencast would send.
+const CHECK_GRACE: Duration = Duration::from_millis(300);
+/// While the screencast is broken (until the next main-frame navigation, which brings a new
+/// renderer and a screencast restarted on it), the screen is captured as screenshots at this
+/// interval (at most; each capture takes tens of ms): a slower screen instead of a frozen one.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+/// A screenshot not taken within this long is given up (the next one is tried).
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a participant may do; decided by the server from the join token, never by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +103,29 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     /// Screencast frames received from Chromium (changed or not). Written by the screen task.
     pub frames_in: AtomicU64,
+    /// Screenshots taken as the screen while the screencast is broken (see [`QUIET_CHECK`]).
+    /// Written by the screen task.
+    pub frames_polled: AtomicU64,
+    /// Checks of a quiet screencast made. Written by the driver.
+    pub screencast_checks: AtomicU64,
+    /// Whether the screencast is broken and the screen comes from screenshots: the screen task
+    /// then drops screencast frames (which would bring back stale content). Written by the driver.
+    pub polling: AtomicBool,
+    /// A frame's arrival → its screen version published (decoded and compared). Written by the
+    /// screen task.
+    pub screen_ms: Histogram,
+    /// A frame's arrival → the first update carrying it written to a participant's socket, for
+    /// every participant: the server's share of the latency, waits for slow viewers included.
+    /// Written by each writer task.
+    pub send_ms: Histogram,
+}
+
+/// The server's share of the latency, for the API.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineInfo {
+    pub screen: Summary,
+    pub send: Summary,
 }
 
 /// How one participant's link performs, written by its writer task.
@@ -191,7 +226,14 @@ pub struct SessionInfo {
     pub frames_produced: u32,
     /// Screencast frames received from Chromium.
     pub frames_in: u64,
+    /// Screenshots taken while the screencast was broken.
+    pub frames_polled: u64,
+    /// Checks of a quiet screencast made.
+    pub screencast_checks: u64,
+    /// Whether the screen comes from screenshots (the screencast is broken) right now.
+    pub polling: bool,
     pub participant_links: Vec<LinkInfo>,
+    pub pipeline: PipelineInfo,
     pub frames_sent: u64,
     pub bytes_sent: u64,
     pub browser_pid: Option<u32>,
@@ -230,6 +272,8 @@ impl SessionHandle {
     ) -> Result<SessionHandle, crate::browser::BrowserError> {
         let (model, screen) = ScreenModel::new();
         let (frames_tx, frames_rx) = watch::channel(None);
+        // The driver's screenshots, when the screencast stalls, go the same way as its frames.
+        let frames = frames_tx.clone();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let cancel = server_shutdown.child_token();
@@ -286,7 +330,7 @@ impl SessionHandle {
         tracker.spawn(
             async move {
                 driver
-                    .run(browser, navigations, vec![pump, input, screen_task])
+                    .run(browser, navigations, frames, vec![pump, input, screen_task])
                     .await;
                 on_finished(driver.handle.id());
                 driver.handle.shared.finished.cancel();
@@ -430,7 +474,14 @@ impl SessionHandle {
             participants,
             frames_produced: current_version(&self.shared.screen),
             frames_in: self.shared.stats.frames_in.load(Ordering::Relaxed),
+            frames_polled: self.shared.stats.frames_polled.load(Ordering::Relaxed),
+            screencast_checks: self.shared.stats.screencast_checks.load(Ordering::Relaxed),
+            polling: self.shared.stats.polling.load(Ordering::Relaxed),
             participant_links: links,
+            pipeline: PipelineInfo {
+                screen: self.shared.stats.screen_ms.summary(),
+                send: self.shared.stats.send_ms.summary(),
+            },
             frames_sent: self.shared.stats.frames_sent.load(Ordering::Relaxed),
             bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
             browser_pid: self.shared.browser_pid,
@@ -553,11 +604,16 @@ async fn run_screen(
         let Some(frame) = frames.borrow_and_update().clone() else {
             continue;
         };
-        session
-            .shared
-            .stats
-            .frames_in
-            .fetch_add(1, Ordering::Relaxed);
+        let stats = &session.shared.stats;
+        match frame.source {
+            FrameSource::Screencast => &stats.frames_in,
+            FrameSource::Screenshot => &stats.frames_polled,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let polled = frame.source == FrameSource::Screenshot;
+        if !polled && stats.polling.load(Ordering::Relaxed) {
+            continue;
+        }
         let applied = tokio::task::spawn_blocking(move || {
             let result = model.apply(frame);
             (model, result)
@@ -567,7 +623,11 @@ async fn run_screen(
             Ok((m, result)) => {
                 model = m;
                 match result {
-                    Ok(Some(s)) => tracing::trace!(version = s.version, "screen version"),
+                    Ok(Some(s)) => {
+                        let took = s.arrived.elapsed();
+                        session.shared.stats.screen_ms.record(took);
+                        tracing::trace!(version = s.version, ?took, "screen version");
+                    }
                     Ok(None) => {}
                     Err(e) => warn!(error = %e, "screencast frame dropped"),
                 }
@@ -579,6 +639,41 @@ async fn run_screen(
             }
         }
     }
+}
+
+/// Whether the page, as a screenshot shows it now, differs from the screen by more than encoding
+/// noise. Sends nothing when it cannot tell (no screen yet, a failed screenshot).
+async fn check_quiet_screencast(capturer: Capturer, screen: ScreenWatch, answer: mpsc::Sender<bool>) {
+    let shot = match tokio::time::timeout(POLL_TIMEOUT, capturer.capture()).await {
+        Ok(Ok(shot)) => shot,
+        Ok(Err(e)) => {
+            debug!(error = %e, "screenshot for a screencast check failed");
+            let _ = answer.send(false).await;
+            return;
+        }
+        Err(_) => {
+            debug!("screenshot for a screencast check took longer than {POLL_TIMEOUT:?}");
+            let _ = answer.send(false).await;
+            return;
+        }
+    };
+    let Some(current) = screen.borrow().clone() else {
+        let _ = answer.send(false).await;
+        return;
+    };
+    let compared = tokio::task::spawn_blocking(move || {
+        let pixels = crate::screen::decode_jpeg(&shot.jpeg).ok()?;
+        Some(crate::screen::tiles_visibly_different(&current.pixels, &pixels))
+    })
+    .await;
+    let differing = compared.ok().flatten().unwrap_or(0);
+    debug!(differing, "screencast check");
+    if differing > 0 {
+        // A healthy screencast may have that change's frame in flight: give it a moment, the
+        // driver then looks whether any frame came.
+        tokio::time::sleep(CHECK_GRACE).await;
+    }
+    let _ = answer.send(differing > 0).await;
 }
 
 /// The driver's watchdog counts frames received, changed or not.
@@ -602,10 +697,22 @@ struct Driver {
 }
 
 impl Driver {
+    /// Takes a screenshot and hands it to the screen like a frame.
+    async fn capture(&self, capturer: &Capturer, frames: &watch::Sender<Option<RawFrame>>) {
+        match tokio::time::timeout(POLL_TIMEOUT, capturer.capture()).await {
+            Ok(Ok(frame)) => {
+                frames.send_replace(Some(frame));
+            }
+            Ok(Err(e)) => debug!(error = %e, "screenshot failed"),
+            Err(_) => debug!("screenshot took longer than {POLL_TIMEOUT:?}"),
+        }
+    }
+
     async fn run(
         &self,
         browser: Browser,
         mut navigations: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
+        frames: watch::Sender<Option<RawFrame>>,
         tasks: Vec<tokio::task::JoinHandle<()>>,
     ) {
         let shared = &self.handle.shared;
@@ -622,8 +729,19 @@ impl Driver {
         let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
         // Frames received when last looked at, and since when that count has not moved.
         let mut quiet = (frames_received(shared), Instant::now());
-        let mut quiet_check = tokio::time::interval(QUIET_RESTART / 3);
+        let mut quiet_check = tokio::time::interval(Duration::from_secs(1));
         quiet_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // How long the screencast may stay quiet before the next check.
+        let mut check_after = QUIET_CHECK;
+        // A check of a quiet screencast in flight: the frames received when it began. Its
+        // task answers whether the page shows something the screen does not.
+        let mut checking: Option<u64> = None;
+        let (check_tx, mut check_rx) = mpsc::channel::<bool>(1);
+        let capturer = browser.capturer();
+        // Whether the screen comes from screenshots because the screencast is broken.
+        let mut polling = false;
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
         loop {
             let idle = sleep_until_or_never(idle_deadline);
@@ -644,12 +762,31 @@ impl Driver {
                     let now_seen = frames_received(shared);
                     if now_seen != quiet.0 {
                         quiet = (now_seen, Instant::now());
-                    } else if screencasting && quiet.1.elapsed() >= QUIET_RESTART {
-                        debug!("no frame for {QUIET_RESTART:?}; restarting the screencast");
-                        screencasting = false;
+                        check_after = QUIET_CHECK;
+                    } else if screencasting && !polling && checking.is_none() && quiet.1.elapsed() >= check_after {
+                        debug!(frames = now_seen, version = current_version(&shared.screen), "no frame for {check_after:?}; checking with a screenshot");
+                        checking = Some(now_seen);
                         quiet.1 = Instant::now();
+                        tokio::spawn(check_quiet_screencast(capturer.clone(), self.handle.screen(), check_tx.clone()));
                     }
-                    sync = !screencasting;
+                    sync = false;
+                }
+                Some(differs) = check_rx.recv() => {
+                    shared.stats.screencast_checks.fetch_add(1, Ordering::Relaxed);
+                    let before = checking.take();
+                    if differs && before == Some(frames_received(shared)) && screencasting && !polling {
+                        let page = browser.page_state().await;
+                        warn!(?page, "the screencast missed a change of the page; taking screenshots until the next navigation");
+                        polling = true;
+                        shared.stats.polling.store(true, Ordering::Relaxed);
+                    } else if !differs {
+                        check_after = (check_after * 2).min(QUIET_CHECK_MAX);
+                    }
+                    sync = false;
+                }
+                _ = poll.tick(), if polling && *count.borrow() > 0 => {
+                    self.capture(&capturer, &frames).await;
+                    sync = false;
                 }
                 _ = retry => {
                     // Fired once; a new deadline is set below if something is still to do (an
@@ -674,6 +811,14 @@ impl Driver {
                 }
                 Some(url) = navigations.next() => {
                     debug!(%url, "navigated");
+                    if polling {
+                        // A new page, a new renderer: give the screencast another chance.
+                        info!("navigated: restarting the screencast, screenshots stop");
+                        polling = false;
+                        shared.stats.polling.store(false, Ordering::Relaxed);
+                        screencasting = false;
+                        check_after = QUIET_CHECK;
+                    }
                     self.handle.state().url = url.clone();
                     self.handle.broadcast(&ServerMessage::Page { url: &url });
                     // A navigation that swaps the page's renderer can lose a screencast started
@@ -683,7 +828,7 @@ impl Driver {
                         started_at_seq = Some(frames_received(shared));
                         retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
                     }
-                    sync = false;
+                    sync = !screencasting;
                 }
             }
             if sync {

@@ -320,8 +320,12 @@ async fn write_loop(
                     let message = encode_update(&header, &encoded.body);
                     let bytes = message.len();
                     w.send(Message::Binary(message)).await?;
-                    pacer.sent(snapshot, &plan, &encoded, Instant::now());
+                    let now = Instant::now();
+                    pacer.sent(snapshot, &plan, &encoded, now);
                     let stats = session.stats();
+                    if !refine_only {
+                        stats.send_ms.record(now.saturating_duration_since(snapshot.arrived));
+                    }
                     stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
                     let link = participant.link();

@@ -299,6 +299,8 @@ async fn run(seed: u64, steps: usize) -> u64 {
             offset_top: 0.0,
             scroll_x: mx as f64,
             scroll_y: my as f64,
+            arrived: tokio::time::Instant::now(),
+            source: cobrowse::screen::FrameSource::Screencast,
         };
         if let Some(s) = model.apply(frame).expect("frame") {
             latest = Some(s);

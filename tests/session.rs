@@ -190,6 +190,14 @@ async fn typing_and_scrolling_send_changes_and_moves_and_converge_exactly() {
     let mut watcher = server.join(&id, &links.viewer).await;
     let first = owner.next_frame().await;
     assert!(first.header.flags & cobrowse::protocol::flags::KEYFRAME != 0);
+    // The text drawn: the first frame can be a blank page (before first paint), a later one comes.
+    let painted = |img: &image::RgbImage| {
+        let dark = img.pixels().filter(|p| p.0[0] < 128).count();
+        dark > (img.width() * img.height() / 50) as usize
+    };
+    if !painted(&first.image) {
+        owner.frame_where(|f| painted(&f.image)).await;
+    }
     owner.converge(&server, &id).await;
 
     // Typing: the updates carry small rectangles, never the whole screen.
@@ -212,7 +220,13 @@ async fn typing_and_scrolling_send_changes_and_moves_and_converge_exactly() {
             cobrowse::encode::AppliedOp::Copy { .. } => false,
         })
     };
-    assert!(small(&typing), "{:?}", typing.ops);
+    assert!(
+        small(&typing),
+        "typing sent a large update: {:?} {:?}; differing pixels from before: {}",
+        typing.header,
+        typing.ops,
+        support::differing_pixels(&before, &typing.image)
+    );
     owner.converge(&server, &id).await;
     // Text and refinements included: far below one whole JPEG frame of this page (~120 kB) per
     // character.
@@ -619,5 +633,61 @@ async fn a_crashed_browser_ends_its_session_cleanly() {
     other
         .frame_where(|f| close_to(f.pixel(10, 10), [0, 0, 250], 12))
         .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_screencast_falls_back_to_screenshots() {
+    let mut site = TestSite::start().await;
+    let mut config = support::test_config();
+    // Every screencast frame after the first is dropped, as when Chromium's screencast stalls.
+    config.fault_stall_screencast = true;
+    let server = TestServer::start_with(config).await;
+    let (id, links) = server.create_session(&site.url("/click")).await;
+    site.report_of("ready").await;
+    let mut owner = server.join(&id, &links.owner).await;
+    owner.converge(&server, &id).await;
+
+    // The page turns red on mousedown: the viewer sees it although no screencast frame comes.
+    owner.click(300.0, 200.0).await;
+    site.report_of("mousedown").await;
+    owner
+        .frame_where(|f| close_to(f.pixel(640, 360), [255, 0, 0], 12))
+        .await;
+    let (_, info) = server.session_json(&id).await;
+    let polled = info["framesPolled"].as_u64().expect("framesPolled");
+    assert!(polled > 0, "screenshots were taken: {info}");
+    assert_eq!(info["framesIn"], 1, "the injected fault let one frame through");
+
+    // And it keeps following the page, exactly.
+    owner.click(300.0, 200.0).await;
+    owner
+        .frame_where(|f| close_to(f.pixel(640, 360), [0, 0, 255], 12))
+        .await;
+    owner.converge(&server, &id).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_text_page_is_not_mistaken_for_a_stalled_screencast() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/article")).await;
+    site.report_of("ready").await;
+    let mut owner = server.join(&id, &links.owner).await;
+    owner.converge(&server, &id).await;
+    // The screencast goes quiet; the server checks it against screenshots (after 2 s, then 4 s).
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let info = loop {
+        let (_, info) = server.session_json(&id).await;
+        if info["screencastChecks"].as_u64().unwrap_or(0) >= 2 {
+            break info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no checks: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // polling the API, not syncing
+    };
+    // Two encoders' takes on the same text are the same page: no fallback.
+    assert_eq!(info["screenSource"], "screencast", "{info}");
+    assert_eq!(info["framesPolled"], 0, "{info}");
     server.stop().await;
 }

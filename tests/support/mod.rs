@@ -637,6 +637,11 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
             .route("/text", get(|| async { page(&text_page()) }))
+            // The same text, no textarea: no caret blinks, nothing changes once painted.
+            .route("/article", get(|| async {
+                let text = text_page();
+                page(&text.replace("autofocus></textarea>", "hidden></textarea>"))
+            }))
             .route("/animate", get(|| async {
                 page(r#"<body style="margin:0;background:#fff"><div id=box style="width:200px;height:200px;background:#e33;position:absolute;top:100px;animation:slide 1s linear infinite alternate"></div>
 <style>@keyframes slide { from { left: 0 } to { left: 1000px } }</style></body>"#)
