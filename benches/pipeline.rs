@@ -558,7 +558,8 @@ async fn main() {
     eprintln!("raw CDP: click latency ({clicks} clicks)…");
     let raw_click = sorted(raw_click_latency(&site, clicks).await);
     eprintln!("cobrowse: click latency at the viewer…");
-    let (view_click, click_paint_ms, click_pipeline) = viewer_click_latency(&server, &site, &viewer, clicks).await;
+    let (view_click, click_paint_ms, click_pipeline) =
+        viewer_click_latency(&server, &site, &viewer, clicks).await;
     let view_click = sorted(view_click);
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "click") {
         println!(

@@ -132,7 +132,11 @@ impl From<SessionInfo> for SessionView {
             frames_in: i.frames_in,
             frames_polled: i.frames_polled,
             screencast_checks: i.screencast_checks,
-            screen_source: if i.polling { "screenshots" } else { "screencast" },
+            screen_source: if i.polling {
+                "screenshots"
+            } else {
+                "screencast"
+            },
             frames_sent: i.frames_sent,
             bytes_sent: i.bytes_sent,
             browser_pid: i.browser_pid,

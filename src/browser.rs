@@ -16,7 +16,8 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::cdp::browser_protocol::page::{
     BringToFrontParams, CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
-    EventScreencastFrame, GetLayoutMetricsParams, NavigateParams, ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+    EventScreencastFrame, GetLayoutMetricsParams, NavigateParams, ScreencastFrameAckParams,
+    StartScreencastFormat, StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, GetTargetsParams,
@@ -388,7 +389,6 @@ impl Capturer {
             source: FrameSource::Screenshot,
         })
     }
-
 }
 
 async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, BrowserError> {

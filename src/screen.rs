@@ -626,7 +626,10 @@ pub(crate) mod tests {
         let n = tiles_visibly_different(&low(&page, 90), &low(&caret, 70));
         assert!((1..=2).contains(&n), "{n}");
         let other = RgbImage::new(160, 160);
-        assert_eq!(tiles_visibly_different(&page, &other), Grid::new(320, 160).len());
+        assert_eq!(
+            tiles_visibly_different(&page, &other),
+            Grid::new(320, 160).len()
+        );
     }
 
     /// A page of horizontal stripes, `offset` pixels scrolled: row y has the colour of page row

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::browser::{Browser, Capturer};
-use crate::metrics::{Histogram, Summary};
 use crate::config::Viewport;
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input};
+use crate::metrics::{Histogram, Summary};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
@@ -643,7 +643,11 @@ async fn run_screen(
 
 /// Whether the page, as a screenshot shows it now, differs from the screen by more than encoding
 /// noise. Sends nothing when it cannot tell (no screen yet, a failed screenshot).
-async fn check_quiet_screencast(capturer: Capturer, screen: ScreenWatch, answer: mpsc::Sender<bool>) {
+async fn check_quiet_screencast(
+    capturer: Capturer,
+    screen: ScreenWatch,
+    answer: mpsc::Sender<bool>,
+) {
     let shot = match tokio::time::timeout(POLL_TIMEOUT, capturer.capture()).await {
         Ok(Ok(shot)) => shot,
         Ok(Err(e)) => {
@@ -663,7 +667,10 @@ async fn check_quiet_screencast(capturer: Capturer, screen: ScreenWatch, answer:
     };
     let compared = tokio::task::spawn_blocking(move || {
         let pixels = crate::screen::decode_jpeg(&shot.jpeg).ok()?;
-        Some(crate::screen::tiles_visibly_different(&current.pixels, &pixels))
+        Some(crate::screen::tiles_visibly_different(
+            &current.pixels,
+            &pixels,
+        ))
     })
     .await;
     let differing = compared.ok().flatten().unwrap_or(0);

@@ -324,7 +324,9 @@ async fn write_loop(
                     pacer.sent(snapshot, &plan, &encoded, now);
                     let stats = session.stats();
                     if !refine_only {
-                        stats.send_ms.record(now.saturating_duration_since(snapshot.arrived));
+                        stats
+                            .send_ms
+                            .record(now.saturating_duration_since(snapshot.arrived));
                     }
                     stats.frames_sent.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);

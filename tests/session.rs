@@ -443,9 +443,8 @@ async fn a_participant_that_stops_reading_never_slows_the_others() {
     let mut site = TestSite::start().await;
     let server = TestServer::start().await;
     let (id, links) = server.create_session(&site.url("/animate")).await;
-    // Join once the page has loaded: a screencast started during the first navigation can stall
-    // after one frame on a loaded machine (open problem, see ARCHITECTURE.md); this test is about
-    // a participant that stops reading, not about join timing.
+    // Join once the page has loaded: this test is about a participant that stops reading, not
+    // about join timing.
     site.report_of("ready").await;
     // This one never acknowledges and never reads after its hello.
     let mut stalled = server.join(&id, &links.viewer).await;
@@ -657,7 +656,10 @@ async fn a_stalled_screencast_falls_back_to_screenshots() {
     let (_, info) = server.session_json(&id).await;
     let polled = info["framesPolled"].as_u64().expect("framesPolled");
     assert!(polled > 0, "screenshots were taken: {info}");
-    assert_eq!(info["framesIn"], 1, "the injected fault let one frame through");
+    assert_eq!(
+        info["framesIn"], 1,
+        "the injected fault let one frame through"
+    );
 
     // And it keeps following the page, exactly.
     owner.click(300.0, 200.0).await;
