@@ -672,10 +672,11 @@ async fn main() {
          Target (design.md §6): p50 ≤ 30 ms, p95 ≤ 50 ms at the viewer. The raw CDP column has no\n\
          viewer: it stops where a frame reaches the process; cobrowse's includes the viewer's own\n\
          share (the update's arrival → painted, smoothed over the clicks): {click_paint_ms:.1} ms.\n\
-         The server's share, from its own histograms (`pipeline` in `GET /api/sessions/{{id}}`; medians\n\
-         are bucket upper bounds): frame arrival → screen version decoded and compared, p50\n\
-         {screen_p50} ms (mean {screen_mean} ms); frame arrival → update written to the viewer's socket,\n\
-         p50 {send_p50} ms (mean {send_mean} ms).\n\n\
+         The server's histograms (`pipeline` in `GET /api/sessions/{{id}}`; medians are bucket upper\n\
+         bounds) split the rest: the press received → the changed frame's arrival (Chromium's share,\n\
+         the raw CDP column's counterpart), p50 {input_p50} ms (mean {input_mean} ms); frame arrival →\n\
+         screen version decoded and compared, p50 {screen_p50} ms (mean {screen_mean} ms); frame\n\
+         arrival → update written to the viewer's socket, p50 {send_p50} ms (mean {send_mean} ms).\n\n\
          ## Animation (CSS animation: a 200×200 box sliding, {seconds} s)\n\n\
          | | frames/s | kB/s |\n|---|---|---|\n\
          | raw CDP (whole JPEG frames) | {raw_fps:.1} | {raw_kbps:.0} |\n\
@@ -707,6 +708,8 @@ async fn main() {
          nothing for the others and memory stays flat; ≤ 1% of a core per added viewer.\n",
         date = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
         cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        input_p50 = click_pipeline["input"]["p50Ms"],
+        input_mean = opt(click_pipeline["input"]["meanMs"].as_f64(), &ms),
         screen_p50 = click_pipeline["screen"]["p50Ms"],
         screen_mean = opt(click_pipeline["screen"]["meanMs"].as_f64(), &ms),
         send_p50 = click_pipeline["send"]["p50Ms"],

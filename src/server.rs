@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -53,6 +54,13 @@ pub async fn run(
     info!(address = %listener.local_addr()?, chromium = %config.chromium.display(), "listening");
     // Upgraded WebSockets are not waited for by axum's graceful shutdown; they end themselves when
     // their session's token (a child of `shutdown`) fires.
+    // Interactive traffic: without TCP_NODELAY a small message (an update, a notice) written while
+    // the previous one is unacknowledged waits for the peer's delayed ACK (up to 40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

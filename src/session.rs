@@ -15,7 +15,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::browser::{Browser, Capturer};
 use crate::config::Viewport;
 use crate::encode::EncodeCache;
-use crate::input::{FrameGeometry, Input};
+use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
 use crate::metrics::{Histogram, Summary};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
@@ -39,6 +39,8 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
 /// as long, up to [`QUIET_CHECK_MAX`].
 const QUIET_CHECK: Duration = Duration::from_secs(2);
 const QUIET_CHECK_MAX: Duration = Duration::from_secs(30);
+/// An input whose screen change has not come within this long is not timed.
+const INPUT_ANSWER_WINDOW: Duration = Duration::from_secs(1);
 /// How long a check that saw a difference waits for a frame a healthy screencast would send.
 const CHECK_GRACE: Duration = Duration::from_millis(300);
 /// While the screencast is broken (until the next main-frame navigation, which brings a new
@@ -108,6 +110,12 @@ pub struct Stats {
     pub frames_polled: AtomicU64,
     /// Checks of a quiet screencast made. Written by the driver.
     pub screencast_checks: AtomicU64,
+    /// A press, key or text input → the arrival of the first frame that changed the screen
+    /// after it (Chromium's share: it includes the page's own reaction). Written by the screen
+    /// task; inputs that change nothing within [`INPUT_ANSWER_WINDOW`] are not counted.
+    pub input_ms: Histogram,
+    /// When the oldest input not yet answered by a changed frame was queued.
+    pub pending_input: Mutex<Option<Instant>>,
     /// Whether the screencast is broken and the screen comes from screenshots: the screen task
     /// then drops screencast frames (which would bring back stale content). Written by the driver.
     pub polling: AtomicBool,
@@ -124,6 +132,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineInfo {
+    pub input: Summary,
     pub screen: Summary,
     pub send: Summary,
 }
@@ -347,7 +356,7 @@ impl SessionHandle {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written (every write is a
         // single assignment or map operation), so a poisoned lock is still usable.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.state)
     }
 
     pub fn role_of(&self, token: &str) -> Option<Role> {
@@ -413,6 +422,19 @@ impl SessionHandle {
 
     /// Queues input for the page. Waits while the queue is full; fails only once the session ended.
     pub async fn send_input(&self, input: Input) -> Result<(), JoinError> {
+        let discrete = match &input {
+            Input::Mouse { kind, .. } => *kind == MouseKind::Pressed,
+            Input::Key(key) => key.kind != KeyKind::KeyUp,
+            Input::Text(_) => true,
+            Input::Wheel { .. } => false,
+        };
+        if discrete {
+            // The first input the screen has not answered yet starts the clock.
+            let mut pending = lock(&self.shared.stats.pending_input);
+            if pending.is_none_or(|at| at.elapsed() > INPUT_ANSWER_WINDOW) {
+                *pending = Some(Instant::now());
+            }
+        }
         self.shared
             .input
             .send(input)
@@ -479,6 +501,7 @@ impl SessionHandle {
             polling: self.shared.stats.polling.load(Ordering::Relaxed),
             participant_links: links,
             pipeline: PipelineInfo {
+                input: self.shared.stats.input_ms.summary(),
                 screen: self.shared.stats.screen_ms.summary(),
                 send: self.shared.stats.send_ms.summary(),
             },
@@ -624,6 +647,16 @@ async fn run_screen(
                 model = m;
                 match result {
                     Ok(Some(s)) => {
+                        {
+                            let mut pending = lock(&stats.pending_input);
+                            if let Some(at) = pending.filter(|&at| s.arrived > at) {
+                                *pending = None;
+                                let answer = s.arrived - at;
+                                if answer <= INPUT_ANSWER_WINDOW {
+                                    stats.input_ms.record(answer);
+                                }
+                            }
+                        }
                         let took = s.arrived.elapsed();
                         session.shared.stats.screen_ms.record(took);
                         tracing::trace!(version = s.version, ?took, "screen version");
@@ -681,6 +714,12 @@ async fn check_quiet_screencast(
         tokio::time::sleep(CHECK_GRACE).await;
     }
     let _ = answer.send(differing > 0).await;
+}
+
+/// Locks a mutex whose data every writer leaves consistent (single assignments), so a panic
+/// elsewhere while it was held does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The driver's watchdog counts frames received, changed or not.

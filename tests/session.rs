@@ -70,6 +70,14 @@ async fn click_reaches_the_page_at_the_right_css_pixel() {
     owner
         .frame_where(|f| close_to(f.pixel(500, 300), [255, 0, 0], 12))
         .await;
+    // The server timed it: press → changed frame, frame → screen, frame → update written.
+    let pipeline = server.session_json(&id).await.1["pipeline"].clone();
+    for stage in ["input", "screen", "send"] {
+        let count = pipeline[stage]["count"].as_u64().unwrap_or(0);
+        assert!(count >= 1, "{stage} not timed: {pipeline}");
+        let p50 = pipeline[stage]["p50Ms"].as_f64().unwrap_or(f64::NAN);
+        assert!(p50 > 0.0 && p50 <= 1000.0, "{stage} p50 {p50}: {pipeline}");
+    }
 
     // Double click: the second press counts two clicks.
     owner.mouse("down", 10.0, 20.0, "left", 1).await;
