@@ -92,9 +92,28 @@ impl Raw {
             .expect("pump");
         let (input, rx) = tokio::sync::mpsc::channel(64);
         browser.spawn_input(rx, cancel.clone());
-        browser.start_screencast().await.expect("screencast");
+        // As the session driver does: a screencast started around the navigation's renderer swap
+        // can be lost (and Chromium refuses to start one during it), so start it until a frame
+        // comes.
         browser.navigate(url);
-        screen.changed().await.expect("first frame");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(
+                attempts <= 50,
+                "no screencast frame after {attempts} starts"
+            );
+            if browser.start_screencast().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await; // Chromium's retry pace
+                continue;
+            }
+            if tokio::time::timeout(Duration::from_secs(1), screen.changed())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
         Raw {
             browser,
             screen,

@@ -15,7 +15,7 @@ use tracing::{error, info};
 use crate::config::{Config, Viewport, DEFAULT_VIEWPORT};
 use crate::protocol::{Links, WireViewport};
 use crate::registry::{CreateError, CreateRequest, Registry};
-use crate::session::{SessionHandle, SessionInfo};
+use crate::session::{RemoveError, SessionHandle, SessionInfo};
 
 /// Longest URL a session may start on.
 pub const MAX_URL_LEN: usize = 8 * 1024;
@@ -41,6 +41,8 @@ pub enum AppError {
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -53,6 +55,7 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(detail) => {
                 error!(%detail, "internal error");
@@ -95,6 +98,8 @@ pub struct SessionView {
     viewport: WireViewport,
     created_at: u64,
     participants: usize,
+    /// Everyone connected, in join order: id, name, colour, role, join time (Unix ms).
+    presence: Vec<crate::session::PresenceEntry>,
     frames_produced: u32,
     frames_in: u64,
     /// Screenshots taken because the screencast stalled (normally 0).
@@ -128,6 +133,7 @@ impl From<SessionInfo> for SessionView {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             participants: i.participants,
+            presence: i.people,
             frames_produced: i.frames_produced,
             frames_in: i.frames_in,
             frames_polled: i.frames_polled,
@@ -302,6 +308,21 @@ pub async fn delete_session(
         )));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/sessions/{id}/participants/{pid}`: removes a participant (their connection
+/// closes, the join link of their role is replaced). `409` for the owner.
+pub async fn remove_participant(
+    State(app): State<AppState>,
+    Path((id, pid)): Path<(String, String)>,
+) -> Result<StatusCode, AppError> {
+    let session = find(&app, &id)?;
+    match session.remove(&pid) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(RemoveError::NotFound) => Err(AppError::NotFound("participant not found")),
+        Err(RemoveError::Owner) => Err(AppError::Conflict("the owner cannot be removed")),
+        Err(e @ RemoveError::Random) => Err(AppError::Internal(e.to_string())),
+    }
 }
 
 /// Any other `/api/*` path.

@@ -12,6 +12,7 @@
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
+//! - [`people`]: display names, colours, the chat log, rate limits (pure logic).
 //! - [`metrics`]: lock-free latency histograms for the API (and, later, `/metrics`).
 //! - [`token`]: random ids and capabilities, constant-time comparison.
 //! - [`assets`]: the viewer's files, embedded in the binary.
@@ -24,6 +25,7 @@ pub mod encode;
 pub mod input;
 pub mod metrics;
 pub mod pacing;
+pub mod people;
 pub mod protocol;
 pub mod registry;
 pub mod screen;

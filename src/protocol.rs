@@ -35,6 +35,8 @@ pub mod close {
     pub const SESSION_ENDED: u16 = 4000;
     /// The server is shutting down; reconnecting later may work.
     pub const SHUTTING_DOWN: u16 = 4003;
+    /// The owner removed this participant; do not reconnect (the link no longer works).
+    pub const REMOVED: u16 = 4004;
 }
 
 /// Header of a binary update message.
@@ -112,9 +114,34 @@ pub enum ServerMessage<'a> {
         viewport: WireViewport,
         links: Option<&'a Links>,
         url: &'a str,
+        name: &'a str,
+        color: &'a str,
     },
+    /// Everyone connected, in join order; sent on every join, leave and rename.
     Presence {
         count: usize,
+        participants: &'a [crate::session::PresenceEntry],
+    },
+    Joined {
+        participant: &'a crate::session::PresenceEntry,
+    },
+    Left {
+        id: &'a str,
+        name: &'a str,
+    },
+    /// One chat message, to everyone (the sender included).
+    Chat(&'a crate::people::ChatMessage),
+    /// The chat so far, sent once after `hello`.
+    ChatHistory {
+        messages: &'a [std::sync::Arc<crate::people::ChatMessage>],
+    },
+    /// The owner's join links changed (a participant was removed); owners only.
+    JoinLinks {
+        links: &'a Links,
+    },
+    /// This participant was removed by the owner; the socket closes next.
+    Removed {
+        reason: &'a str,
     },
     Page {
         url: &'a str,
@@ -156,6 +183,18 @@ pub enum ClientMessage {
     Key(KeyMessage),
     Text {
         text: String,
+    },
+    /// A chat message to everyone.
+    Chat {
+        text: String,
+    },
+    /// A new display name for this participant.
+    Name {
+        name: String,
+    },
+    /// Owner only: remove participant `id`.
+    Remove {
+        id: String,
     },
 }
 
@@ -314,8 +353,25 @@ mod tests {
 
     #[test]
     fn server_messages_are_tagged() {
-        let json = ServerMessage::Presence { count: 3 }.to_json();
-        assert_eq!(json, r#"{"t":"presence","count":3}"#);
+        let json = ServerMessage::Presence {
+            count: 0,
+            participants: &[],
+        }
+        .to_json();
+        assert_eq!(json, r#"{"t":"presence","count":0,"participants":[]}"#);
+        let chat = crate::people::ChatMessage {
+            id: 1,
+            from: "p1".into(),
+            name: "Ada".into(),
+            color: "#e6194b",
+            text: "<b>hi</b>".into(),
+            at: 5,
+        };
+        // The chat message's own fields sit beside the tag.
+        assert_eq!(
+            ServerMessage::Chat(&chat).to_json(),
+            r##"{"t":"chat","id":1,"from":"p1","name":"Ada","color":"#e6194b","text":"<b>hi</b>","at":5}"##
+        );
         let json = ServerMessage::Notice {
             level: "warn",
             code: "input-not-allowed",

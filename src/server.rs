@@ -26,6 +26,10 @@ pub fn router(state: AppState) -> Router {
             get(api::get_session).delete(api::delete_session),
         )
         .route("/sessions/{id}/screenshot", get(api::screenshot))
+        .route(
+            "/sessions/{id}/participants/{pid}",
+            axum::routing::delete(api::remove_participant),
+        )
         .fallback(api::api_not_found)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
     Router::new()

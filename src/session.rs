@@ -17,6 +17,7 @@ use crate::config::Viewport;
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
 use crate::metrics::{Histogram, Summary};
+use crate::people::{self, ChatLog, ChatMessage};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
@@ -68,6 +69,15 @@ impl Role {
     }
 
     /// Whether input from this role reaches the page.
+    /// How the role reads in a default display name.
+    fn title(self) -> &'static str {
+        match self {
+            Role::Owner => "Host",
+            Role::Controller => "Guest",
+            Role::Viewer => "Observer",
+        }
+    }
+
     pub fn can_input(self) -> bool {
         matches!(self, Role::Owner | Role::Controller)
     }
@@ -81,6 +91,15 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The token of `role`, replaced by `fresh`: links with the old one stop working.
+    fn rotate(&mut self, role: Role, fresh: String) {
+        match role {
+            Role::Owner => self.owner = fresh,
+            Role::Controller => self.controller = fresh,
+            Role::Viewer => self.viewer = fresh,
+        }
+    }
+
     /// The role a token grants. Compares against every role's token in constant time.
     pub fn role_of(&self, token: &str) -> Option<Role> {
         let t = token.as_bytes();
@@ -177,9 +196,49 @@ pub struct LinkInfo {
 }
 
 /// Mutable state behind a short lock; never held across an `.await`.
+/// A connected participant as the session keeps it.
+struct Member {
+    role: Role,
+    name: String,
+    color: &'static str,
+    /// Unix time in milliseconds.
+    joined_at: u64,
+    /// Participant number, for ordering (ids are `p{number}`).
+    number: u64,
+    link: Arc<LinkStats>,
+    /// Fired when the owner removes this participant.
+    removed: CancellationToken,
+}
+
+impl Member {
+    fn entry(&self, id: &str) -> PresenceEntry {
+        PresenceEntry {
+            id: id.to_string(),
+            name: self.name.clone(),
+            color: self.color,
+            role: self.role.as_str(),
+            joined_at: self.joined_at,
+        }
+    }
+}
+
+/// A participant as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    pub id: String,
+    pub name: String,
+    pub color: &'static str,
+    pub role: &'static str,
+    /// Unix time in milliseconds.
+    pub joined_at: u64,
+}
+
 struct State {
-    /// Connected participants by id. Written by `join` and `Participant::drop`.
-    participants: HashMap<String, (Role, Arc<LinkStats>)>,
+    /// Connected participants by id. Written by `join`, `rename` and `Participant::drop`.
+    participants: HashMap<String, Member>,
+    /// Text messages between participants, kept for late joiners.
+    chat: ChatLog,
     /// Numbers participant ids; only grows.
     next_participant: u64,
     /// URL of the page's main frame. Written by the driver on every navigation.
@@ -194,7 +253,10 @@ struct Shared {
     created: SystemTime,
     start_url: String,
     viewport: Viewport,
-    tokens: Tokens,
+    /// Rotated when a participant is removed, so that their link stops working.
+    tokens: Mutex<Tokens>,
+    /// Bumped when a join link changes; owners' writers send the new links.
+    links_changed: watch::Sender<u64>,
     /// Scheme/host/port join links start with.
     links_base: String,
     max_participants: usize,
@@ -231,6 +293,8 @@ pub struct SessionInfo {
     pub url: String,
     pub viewport: Viewport,
     pub participants: usize,
+    /// Everyone connected, in join order.
+    pub people: Vec<PresenceEntry>,
     /// Screen versions made (frames that changed something).
     pub frames_produced: u32,
     /// Screencast frames received from Chromium.
@@ -291,7 +355,8 @@ impl SessionHandle {
             created: SystemTime::now(),
             start_url: new.start_url.clone(),
             viewport: new.viewport,
-            tokens: new.tokens,
+            tokens: Mutex::new(new.tokens),
+            links_changed: watch::Sender::new(0),
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
@@ -301,6 +366,7 @@ impl SessionHandle {
             participant_count: watch::Sender::new(0),
             state: Mutex::new(State {
                 participants: HashMap::new(),
+                chat: ChatLog::default(),
                 next_participant: 1,
                 url: new.start_url.clone(),
                 end_reason: None,
@@ -360,7 +426,7 @@ impl SessionHandle {
     }
 
     pub fn role_of(&self, token: &str) -> Option<Role> {
-        self.shared.tokens.role_of(token)
+        lock(&self.shared.tokens).role_of(token)
     }
 
     pub fn links(&self) -> Links {
@@ -370,7 +436,7 @@ impl SessionHandle {
                 self.shared.links_base, self.shared.id, token
             )
         };
-        let t = &self.shared.tokens;
+        let t = lock(&self.shared.tokens);
         Links {
             owner: link(&t.owner),
             controller: link(&t.controller),
@@ -479,10 +545,11 @@ impl SessionHandle {
     }
 
     pub fn info(&self) -> SessionInfo {
-        let (participants, url, links) = {
+        let (participants, people, url, links) = {
             let state = self.state();
             (
                 state.participants.len(),
+                presence(&state),
                 state.url.clone(),
                 link_infos(&state),
             )
@@ -494,6 +561,7 @@ impl SessionHandle {
             url,
             viewport: self.shared.viewport,
             participants,
+            people,
             frames_produced: current_version(&self.shared.screen),
             frames_in: self.shared.stats.frames_in.load(Ordering::Relaxed),
             frames_polled: self.shared.stats.frames_polled.load(Ordering::Relaxed),
@@ -512,31 +580,123 @@ impl SessionHandle {
         }
     }
 
-    /// Adds a participant. The returned guard removes it when dropped.
-    pub fn join(&self, role: Role) -> Result<Participant, JoinError> {
+    /// Adds a participant under `name` (cleaned; a default from the role when absent or empty).
+    /// The returned guard removes it when dropped.
+    pub fn join(&self, role: Role, name: Option<&str>) -> Result<Participant, JoinError> {
         if self.shared.cancel.is_cancelled() {
             return Err(JoinError::Ended);
         }
-        let (id, link, count) = {
+        let (participant, count, entry) = {
             let mut state = self.state();
             if state.participants.len() >= self.shared.max_participants {
                 return Err(JoinError::Full);
             }
-            let id = format!("p{}", state.next_participant);
+            let number = state.next_participant;
             state.next_participant += 1;
-            let stats = Arc::new(LinkStats::default());
-            state.participants.insert(id.clone(), (role, stats.clone()));
-            (id, stats, state.participants.len())
+            let id = format!("p{number}");
+            let name = name
+                .and_then(people::clean_name)
+                .unwrap_or_else(|| format!("{} {number}", role.title()));
+            let color = people::pick_color(state.participants.values().map(|m| m.color), number);
+            let member = Member {
+                role,
+                name: name.clone(),
+                color,
+                joined_at: unix_ms(),
+                number,
+                link: Arc::new(LinkStats::default()),
+                removed: CancellationToken::new(),
+            };
+            let entry = member.entry(&id);
+            let participant = Participant {
+                session: self.clone(),
+                id: id.clone(),
+                role,
+                name,
+                color,
+                link: member.link.clone(),
+                removed: member.removed.clone(),
+            };
+            state.participants.insert(id, member);
+            (participant, state.participants.len(), entry)
         };
         self.shared.participant_count.send_replace(count);
-        self.broadcast(&ServerMessage::Presence { count });
-        info!(session_id = %self.id(), participant = %id, role = role.as_str(), "participant joined");
-        Ok(Participant {
-            session: self.clone(),
-            id,
-            role,
-            link,
-        })
+        self.broadcast(&ServerMessage::Joined {
+            participant: &entry,
+        });
+        self.broadcast_presence();
+        info!(session_id = %self.id(), participant = %participant.id, role = role.as_str(), "participant joined");
+        Ok(participant)
+    }
+
+    /// Everyone connected, in join order.
+    pub fn presence(&self) -> Vec<PresenceEntry> {
+        presence(&self.state())
+    }
+
+    fn broadcast_presence(&self) {
+        let participants = self.presence();
+        self.broadcast(&ServerMessage::Presence {
+            count: participants.len(),
+            participants: &participants,
+        });
+    }
+
+    /// Changes a participant's display name; `None` if the name is empty once cleaned.
+    pub fn rename(&self, id: &str, raw: &str) -> Option<String> {
+        let name = people::clean_name(raw)?;
+        {
+            let mut state = self.state();
+            let member = state.participants.get_mut(id)?;
+            member.name = name.clone();
+        }
+        self.broadcast_presence();
+        Some(name)
+    }
+
+    /// Posts a chat message from participant `id` (text already cleaned) to everyone.
+    pub fn post_chat(&self, id: &str, text: String) -> Option<Arc<ChatMessage>> {
+        let message = {
+            let mut state = self.state();
+            let (name, color) = {
+                let m = state.participants.get(id)?;
+                (m.name.clone(), m.color)
+            };
+            state.chat.post(id, &name, color, text, unix_ms())
+        };
+        self.broadcast(&ServerMessage::Chat(&message));
+        Some(message)
+    }
+
+    /// The chat so far (the last [`people::CHAT_HISTORY`] messages).
+    pub fn chat_history(&self) -> Vec<Arc<ChatMessage>> {
+        self.state().chat.history()
+    }
+
+    /// Removes a participant: their connection is closed and the join link of their role is
+    /// replaced, so the link they used no longer works (the owner gets the new links). Others of
+    /// that role stay connected. The owner cannot be removed.
+    pub fn remove(&self, id: &str) -> Result<(), RemoveError> {
+        let role = {
+            let state = self.state();
+            let member = state.participants.get(id).ok_or(RemoveError::NotFound)?;
+            if member.role == Role::Owner {
+                return Err(RemoveError::Owner);
+            }
+            member.removed.cancel();
+            member.role
+        };
+        let fresh = crate::token::random_string(crate::token::TOKEN_BYTES)
+            .map_err(|_| RemoveError::Random)?;
+        lock(&self.shared.tokens).rotate(role, fresh);
+        self.shared.links_changed.send_modify(|n| *n += 1);
+        info!(session_id = %self.id(), participant = %id, role = role.as_str(), "participant removed; their role's link replaced");
+        Ok(())
+    }
+
+    /// Changes whenever a join link is replaced.
+    pub fn links_changed(&self) -> watch::Receiver<u64> {
+        self.shared.links_changed.subscribe()
     }
 
     fn broadcast(&self, message: &ServerMessage<'_>) {
@@ -550,7 +710,21 @@ pub struct Participant {
     session: SessionHandle,
     id: String,
     role: Role,
+    name: String,
+    color: &'static str,
     link: Arc<LinkStats>,
+    removed: CancellationToken,
+}
+
+/// Why a participant could not be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    #[error("no such participant")]
+    NotFound,
+    #[error("the owner cannot be removed")]
+    Owner,
+    #[error("no randomness for a new link")]
+    Random,
 }
 
 impl Participant {
@@ -560,6 +734,20 @@ impl Participant {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Name and colour when joining (a rename shows in presence, not here).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn color(&self) -> &'static str {
+        self.color
+    }
+
+    /// Fired when the owner removes this participant.
+    pub fn removed(&self) -> CancellationToken {
+        self.removed.clone()
     }
 
     pub fn session(&self) -> &SessionHandle {
@@ -574,13 +762,17 @@ impl Participant {
 
 impl Drop for Participant {
     fn drop(&mut self) {
-        let count = {
+        let (count, name) = {
             let mut state = self.session.state();
-            state.participants.remove(&self.id);
-            state.participants.len()
+            let name = state.participants.remove(&self.id).map(|m| m.name);
+            (state.participants.len(), name)
         };
         self.session.shared.participant_count.send_replace(count);
-        self.session.broadcast(&ServerMessage::Presence { count });
+        self.session.broadcast(&ServerMessage::Left {
+            id: &self.id,
+            name: name.as_deref().unwrap_or(&self.name),
+        });
+        self.session.broadcast_presence();
         info!(session_id = %self.session.id(), participant = %self.id, "participant left");
     }
 }
@@ -590,15 +782,29 @@ fn current_version(screen: &ScreenWatch) -> u32 {
     screen.borrow().as_ref().map_or(0, |s| s.version)
 }
 
+fn presence(state: &State) -> Vec<PresenceEntry> {
+    let mut members: Vec<(&String, &Member)> = state.participants.iter().collect();
+    members.sort_by_key(|(_, m)| m.number);
+    members.into_iter().map(|(id, m)| m.entry(id)).collect()
+}
+
+/// Now, in Unix milliseconds.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn link_infos(state: &State) -> Vec<LinkInfo> {
     let mut links: Vec<LinkInfo> = state
         .participants
         .iter()
-        .map(|(id, (role, l))| {
+        .map(|(id, m)| {
+            let l = &m.link;
             let rtt = l.rtt_ms.load(Ordering::Relaxed);
             LinkInfo {
                 id: id.clone(),
-                role: role.as_str(),
+                role: m.role.as_str(),
                 rtt_ms: (rtt != u32::MAX).then_some(rtt),
                 lag_ms: l.lag_ms.load(Ordering::Relaxed),
                 quality: match l.quality.load(Ordering::Relaxed) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +20,7 @@ use tracing::{debug, info, Instrument};
 use crate::api::{AppError, AppState};
 use crate::input;
 use crate::pacing::Pacer;
+use crate::people::{self, ChatError, RateLimit};
 use crate::protocol::{
     close, encode_update, flags, parse_client_message, ClientMessage, ServerMessage, UpdateHeader,
     WireViewport, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
@@ -57,9 +58,17 @@ enum Outgoing {
 }
 
 /// `GET /ws/{id}`: joins a session.
+/// Optional query parameters of the WebSocket URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct JoinQuery {
+    /// Display name (from the join link's `name` parameter or the viewer's name field).
+    name: Option<String>,
+}
+
 pub async fn upgrade(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    query: Result<Query<JoinQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -75,7 +84,9 @@ pub async fn upgrade(
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
-    let participant = match session.join(role) {
+    // A malformed query string costs the name, not the join.
+    let name = query.ok().and_then(|Query(q)| q.name);
+    let participant = match session.join(role, name.as_deref()) {
         Ok(p) => p,
         Err(JoinError::Full) => {
             return AppError::Unavailable("participant limit reached".into()).into_response()
@@ -243,15 +254,21 @@ impl Writer<'_> {
             .await
     }
 
-    /// Presence and page state as they are now; sent on join and after lagging behind events.
+    /// Presence, page and chat as they are now; sent on join and after lagging behind events.
     async fn send_state(&mut self) -> Result<(), ConnError> {
         let session = self.session;
+        let participants = session.presence();
         self.send_json(&ServerMessage::Presence {
-            count: session.participant_count(),
+            count: participants.len(),
+            participants: &participants,
         })
         .await?;
         self.send_json(&ServerMessage::Page {
             url: &session.url(),
+        })
+        .await?;
+        self.send_json(&ServerMessage::ChatHistory {
+            messages: &session.chat_history(),
         })
         .await
     }
@@ -283,9 +300,13 @@ async fn write_loop(
         },
         links: links.as_ref(),
         url: &session.url(),
+        name: participant.name(),
+        color: participant.color(),
     })
     .await?;
     w.send_state().await?;
+    let removed = participant.removed();
+    let mut links_changed = session.links_changed();
 
     let mut pacer = Pacer::new(Instant::now());
     let mut resyncs = 0;
@@ -349,6 +370,12 @@ async fn write_loop(
         };
         tokio::select! {
             biased;
+            _ = removed.cancelled() => {
+                let reason = "The session owner removed you from this session.";
+                w.send_json(&ServerMessage::Removed { reason }).await?;
+                w.send(Message::Close(Some(CloseFrame { code: close::REMOVED, reason: Utf8Bytes::from_static("removed") }))).await?;
+                return Ok(());
+            }
             _ = ended.cancelled() => {
                 let reason = session.end_reason();
                 let code = if session.server_shutting_down() { close::SHUTTING_DOWN } else { close::SESSION_ENDED };
@@ -394,6 +421,11 @@ async fn write_loop(
                 }
             }
             _ = sleep_until_or_never(wake_at) => {}
+            changed = links_changed.changed(), if is_owner => {
+                if changed.is_ok() {
+                    w.send_json(&ServerMessage::JoinLinks { links: &session.links() }).await?;
+                }
+            }
             _ = report.tick() => {
                 let r = pacer.report(latest.as_deref(), Instant::now());
                 let link = participant.link();
@@ -436,6 +468,7 @@ async fn read_loop(
         let _ = to_writer.try_send(Outgoing::Notice(Arc::from(json)));
     };
     let mut told_no_input = false;
+    let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
     loop {
         let message = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
             Err(_) => return Err(ConnError::ReadTimeout),
@@ -480,6 +513,39 @@ async fn read_loop(
                         a.resyncs = a.resyncs.wrapping_add(1);
                     }
                 });
+                continue;
+            }
+            ClientMessage::Chat { text } => {
+                if !chat_limit.allow(Instant::now()) {
+                    notice("chat-rate", &ChatError::TooFast.to_string());
+                    continue;
+                }
+                match people::clean_chat(&text) {
+                    Ok(text) => {
+                        session.post_chat(participant.id(), text);
+                    }
+                    Err(e) => notice("chat-rejected", &format!("message not sent: {e}")),
+                }
+                continue;
+            }
+            ClientMessage::Name { name } => {
+                if session.rename(participant.id(), &name).is_none() {
+                    notice("bad-name", "a name needs at least one visible character");
+                }
+                continue;
+            }
+            ClientMessage::Remove { id } => {
+                if participant.role() != Role::Owner {
+                    notice(
+                        "not-allowed",
+                        "only the session owner can remove participants",
+                    );
+                } else if let Err(e) = session.remove(&id) {
+                    notice(
+                        "remove-failed",
+                        &format!("cannot remove {}: {e}", truncate(&id, 40)),
+                    );
+                }
                 continue;
             }
             _ if !participant.role().can_input() => {

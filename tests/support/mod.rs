@@ -142,6 +142,12 @@ impl TestServer {
             .expect("join")
     }
 
+    pub async fn join_named(&self, id: &str, token: &str, name: &str) -> Participant {
+        Participant::connect_named(self.addr, id, token, Some(name))
+            .await
+            .expect("join")
+    }
+
     /// Stops the server and waits for `run` to return.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -223,7 +229,29 @@ impl Participant {
         id: &str,
         token: &str,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let request = ws_request(addr, id, &format!("cobrowse.v2, cobrowse.token.{token}")).await;
+        Self::connect_named(addr, id, token, None).await
+    }
+
+    /// Joins with a display name, as a join link's `name` parameter gives it.
+    pub async fn connect_named(
+        addr: SocketAddr,
+        id: &str,
+        token: &str,
+        name: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let target = match name {
+            Some(name) => format!(
+                "{id}?name={}",
+                url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+            ),
+            None => id.to_string(),
+        };
+        let request = ws_request(
+            addr,
+            &target,
+            &format!("cobrowse.v2, cobrowse.token.{token}"),
+        )
+        .await;
         let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("WebSocket handshake in time")?;
@@ -279,6 +307,14 @@ impl Participant {
 
     /// The next JSON message with `t == kind` not yet consumed (including those that arrived
     /// while waiting for frames); the others stay in `json_seen`.
+    /// How many JSON messages of `kind` satisfying `pred` were read and set aside so far.
+    pub fn json_seen_count(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        self.json_seen
+            .iter()
+            .filter(|v| v["t"] == kind && pred(v))
+            .count()
+    }
+
     pub async fn next_json(&mut self, kind: &str) -> Value {
         self.json_where(kind, |_| true).await
     }

@@ -1,0 +1,262 @@
+//! Participants browsing together: names, colours, presence, chat, removal. Real server, real
+//! Chromium behind it; participants are WebSocket clients speaking the viewer protocol.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{Participant, TestServer, TestSite};
+
+/// The names in a presence message, in order.
+fn names(presence: &Value) -> Vec<String> {
+    presence["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// Waits for a presence message listing exactly `expected` (names, in join order).
+async fn presence_of(p: &mut Participant, expected: &[&str]) -> Value {
+    p.json_where("presence", |v| names(v) == expected).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_see_each_other_by_name_colour_and_role() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/text")).await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent Smith").await;
+    assert_eq!(agent.hello["name"], "Agent Smith");
+    // Control and bidi-override characters never reach the others.
+    let mut customer = server
+        .join_named(&id, &links.controller, " Jo\u{202E}\u{7} Doe ")
+        .await;
+    assert_eq!(customer.hello["name"], "Jo Doe");
+    // No name given: a default from the role, never a prompt.
+    let mut supervisor = server.join(&id, &links.viewer).await;
+    let default_name = supervisor.hello["name"].as_str().expect("name").to_string();
+    assert_eq!(default_name, "Observer 3");
+
+    let everyone = ["Agent Smith", "Jo Doe", "Observer 3"];
+    for p in [&mut agent, &mut customer, &mut supervisor] {
+        let presence = presence_of(p, &everyone).await;
+        let list = presence["participants"].as_array().expect("list");
+        let roles: Vec<&str> = list
+            .iter()
+            .map(|e| e["role"].as_str().expect("role"))
+            .collect();
+        assert_eq!(roles, ["owner", "controller", "viewer"]);
+        let mut colours: Vec<&str> = list
+            .iter()
+            .map(|e| e["color"].as_str().expect("colour"))
+            .collect();
+        colours.dedup();
+        assert_eq!(colours.len(), 3, "one colour each: {presence}");
+        assert!(list
+            .iter()
+            .all(|e| e["joinedAt"].as_u64().unwrap_or(0) > 1_700_000_000_000));
+    }
+    // The API lists them too.
+    let (_, info) = server.session_json(&id).await;
+    let api_names: Vec<&str> = info["presence"]
+        .as_array()
+        .expect("presence")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(api_names, everyone);
+
+    // A rename shows everywhere; an empty one is refused with a notice.
+    customer
+        .send(json!({"t": "name", "name": "Joanna Doe"}))
+        .await;
+    presence_of(&mut agent, &["Agent Smith", "Joanna Doe", "Observer 3"]).await;
+    customer
+        .send(json!({"t": "name", "name": " \u{200B} "}))
+        .await;
+    let notice = customer
+        .json_where("notice", |n| n["code"] == "bad-name")
+        .await;
+    assert!(notice["message"].as_str().is_some());
+
+    // Leaving: the others are told who left.
+    drop(supervisor);
+    let left = agent
+        .json_where("left", |l| l["name"] == "Observer 3")
+        .await;
+    assert!(left["id"].as_str().is_some());
+    presence_of(&mut agent, &["Agent Smith", "Joanna Doe"]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_is_delivered_in_order_as_text_and_replayed_to_late_joiners() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/text")).await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    let mut customer = server.join_named(&id, &links.controller, "Customer").await;
+    let texts = [
+        "Hello, can you see my screen?",
+        "<img src=x onerror=alert(1)>",
+        "line one\nline two",
+    ];
+    for text in texts {
+        // Spoofed sender fields are ignored: the server says who sent it.
+        customer
+            .send(
+                json!({"t": "chat", "text": text, "from": "p1", "name": "Agent", "role": "owner"}),
+            )
+            .await;
+    }
+    let mut received = Vec::new();
+    while received.len() < texts.len() {
+        let m = agent.next_json("chat").await;
+        assert_eq!(m["from"], customer.hello["participant"]);
+        assert_eq!(m["name"], "Customer");
+        assert_eq!(m["color"], customer.hello["color"]);
+        received.push(m);
+    }
+    let got: Vec<&str> = received
+        .iter()
+        .map(|m| m["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(got, texts, "in order, verbatim (viewers show it as text)");
+    assert!(received
+        .windows(2)
+        .all(|w| w[0]["id"].as_u64() < w[1]["id"].as_u64()));
+
+    // Oversized and empty messages are refused with a notice, and reach nobody.
+    customer
+        .send(json!({"t": "chat", "text": "x".repeat(cobrowse::people::MAX_CHAT_CHARS + 1)}))
+        .await;
+    customer
+        .json_where("notice", |n| n["code"] == "chat-rejected")
+        .await;
+    customer.send(json!({"t": "chat", "text": "   "})).await;
+    customer
+        .json_where("notice", |n| n["code"] == "chat-rejected")
+        .await;
+
+    // A late joiner gets the conversation so far.
+    let mut supervisor = server.join(&id, &links.viewer).await;
+    let history = supervisor.next_json("chatHistory").await;
+    let replayed: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(replayed, texts);
+    // Viewers may chat even though they cannot touch the page.
+    supervisor
+        .send(json!({"t": "chat", "text": "Looks good"}))
+        .await;
+    let m = agent
+        .json_where("chat", |m| m["text"] == "Looks good")
+        .await;
+    assert_eq!(m["name"], supervisor.hello["name"]);
+
+    // A flood is cut to the burst allowance; the others get what passed, nothing else breaks.
+    for i in 0..40 {
+        customer
+            .send(json!({"t": "chat", "text": format!("spam {i}")}))
+            .await;
+    }
+    customer
+        .json_where("notice", |n| n["code"] == "chat-rate")
+        .await;
+    customer
+        .send(json!({"t": "name", "name": "After the flood"}))
+        .await;
+    let presence = agent
+        .json_where("presence", |p| {
+            names(p).iter().any(|n| n == "After the flood")
+        })
+        .await;
+    assert!(presence["count"].as_u64() == Some(3));
+    let (_, info) = server.session_json(&id).await;
+    assert_eq!(info["participants"], 3);
+    let spam = agent.json_seen_count("chat", |m| {
+        m["text"].as_str().is_some_and(|t| t.starts_with("spam"))
+    });
+    assert!(
+        spam <= cobrowse::people::CHAT_BURST as usize + 2,
+        "{spam} spam messages got through"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_removes_a_participant_whose_link_then_stops_working() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/text")).await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    let mut intruder = server.join_named(&id, &links.controller, "Intruder").await;
+    let mut supervisor = server.join_named(&id, &links.viewer, "Supervisor").await;
+    let intruder_id = intruder.hello["participant"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // Only the owner may remove; the owner cannot be removed.
+    supervisor
+        .send(json!({"t": "remove", "id": intruder_id}))
+        .await;
+    supervisor
+        .json_where("notice", |n| n["code"] == "not-allowed")
+        .await;
+    let owner_id = agent.hello["participant"].as_str().expect("id").to_string();
+    let (status, body) = server
+        .http
+        .request(
+            "DELETE",
+            &format!("/api/sessions/{id}/participants/{owner_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = server
+        .http
+        .request(
+            "DELETE",
+            &format!("/api/sessions/{id}/participants/p999"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    agent.send(json!({"t": "remove", "id": intruder_id})).await;
+    let removed = intruder.next_json("removed").await;
+    assert!(removed["reason"].as_str().is_some());
+    while intruder.next_message().await.is_some_and(|m| !m.is_close()) {}
+    assert_eq!(
+        intruder.closed_with,
+        Some(cobrowse::protocol::close::REMOVED)
+    );
+    // The others see them gone; the owner gets the replacement link for that role.
+    presence_of(&mut supervisor, &["Agent", "Supervisor"]).await;
+    let fresh = agent.next_json("joinLinks").await;
+    let fresh_controller = fresh["links"]["controller"]
+        .as_str()
+        .and_then(|l| l.split_once("#token="))
+        .map(|(_, t)| t.to_string())
+        .expect("controller link");
+    assert_ne!(fresh_controller, links.controller);
+    assert_eq!(
+        fresh["links"]["viewer"]
+            .as_str()
+            .and_then(|l| l.split_once("#token="))
+            .map(|(_, t)| t),
+        Some(links.viewer.as_str()),
+        "other roles' links are unchanged"
+    );
+    // The old link is refused; the new one works.
+    let refused = Participant::connect(server.addr, &id, &links.controller).await;
+    assert!(refused.is_err(), "a removed participant's link is refused");
+    let again = server.join_named(&id, &fresh_controller, "Customer").await;
+    assert_eq!(again.hello["role"], "controller");
+    server.stop().await;
+}
