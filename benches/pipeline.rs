@@ -688,7 +688,9 @@ async fn main() {
          | noVNC: the same, in noVNC's viewer | {np50} | {np95} |\n\
          | ratio cobrowse / raw CDP | {ratio50:.2} | {ratio95:.2} |\n\
          | ratio cobrowse / noVNC | {nratio50} | {nratio95} |\n\n\
-         Target (design.md §6): p50 ≤ 30 ms, p95 ≤ 50 ms at the viewer. The raw CDP column has no\n\
+         Target (design.md §6): p50 ≤ 30 ms, p95 ≤ 50 ms at the viewer, set when raw CDP delivered\n\
+         the frame in 19 ms here (11 ms left for cobrowse); in this run cobrowse adds {over50:.1} ms\n\
+         at p50 and {over95:.1} ms at p95 over the raw CDP column. The raw CDP column has no\n\
          viewer: it stops where a frame reaches the process; cobrowse's includes the viewer's own\n\
          share (the update's arrival → painted, smoothed over the clicks): {click_paint_ms:.1} ms.\n\
          The server's histograms (`pipeline` in `GET /api/sessions/{{id}}`; medians are bucket upper\n\
@@ -740,6 +742,8 @@ async fn main() {
         np50 = opt(nv("click_p50_ms"), &ms),
         np95 = opt(nv("click_p95_ms"), &ms),
         ratio50 = view_p50 / percentile(&raw_click, 50.0),
+        over50 = view_p50 - percentile(&raw_click, 50.0),
+        over95 = percentile(&view_click, 95.0) - percentile(&raw_click, 95.0),
         ratio95 = percentile(&view_click, 95.0) / percentile(&raw_click, 95.0),
         nratio50 = ratio(view_p50, nv("click_p50_ms")),
         nratio95 = ratio(percentile(&view_click, 95.0), nv("click_p95_ms")),

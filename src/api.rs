@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use crate::config::{Config, Viewport, DEFAULT_VIEWPORT};
+use crate::control::Policy;
 use crate::protocol::{Links, WireViewport};
 use crate::registry::{CreateError, CreateRequest, Registry};
 use crate::session::{RemoveError, SessionHandle, SessionInfo};
@@ -87,6 +88,19 @@ struct CreateSessionBody {
     url: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
+    /// `shared` (default) or `exclusive`.
+    control: Option<Policy>,
+    /// Seconds a control holder may stay idle (exclusive policy); default 120.
+    #[serde(rename = "controlIdleSecs")]
+    control_idle_secs: Option<u64>,
+}
+
+/// What a create request asks for, checked.
+struct CreateOptions {
+    url: String,
+    viewport: Viewport,
+    control: Policy,
+    control_idle: std::time::Duration,
 }
 
 #[derive(Serialize)]
@@ -100,6 +114,8 @@ pub struct SessionView {
     participants: usize,
     /// Everyone connected, in join order: id, name, colour, role, join time (Unix ms).
     presence: Vec<crate::session::PresenceEntry>,
+    /// Who may act: policy, holder, requests.
+    control: crate::control::ControlView,
     frames_produced: u32,
     frames_in: u64,
     /// Screenshots taken because the screencast stalled (normally 0).
@@ -134,6 +150,7 @@ impl From<SessionInfo> for SessionView {
                 .map_or(0, |d| d.as_secs()),
             participants: i.participants,
             presence: i.people,
+            control: i.control,
             frames_produced: i.frames_produced,
             frames_in: i.frames_in,
             frames_polled: i.frames_polled,
@@ -172,7 +189,7 @@ pub fn validate_url(raw: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-fn parse_create(body: &[u8]) -> Result<(String, Viewport), AppError> {
+fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
     let body: CreateSessionBody = serde_json::from_slice(body)
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     let url = body
@@ -185,7 +202,21 @@ fn parse_create(body: &[u8]) -> Result<(String, Viewport), AppError> {
     }
     .validate()
     .map_err(AppError::BadRequest)?;
-    Ok((url, viewport))
+    let control_idle = match body.control_idle_secs {
+        None => crate::control::DEFAULT_IDLE,
+        Some(s @ 1..=86_400) => std::time::Duration::from_secs(s),
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "controlIdleSecs must be between 1 and 86400".into(),
+            ))
+        }
+    };
+    Ok(CreateOptions {
+        url,
+        viewport,
+        control: body.control.unwrap_or(Policy::Shared),
+        control_idle,
+    })
 }
 
 /// Scheme, host and port for links: the configured public URL, else this request's Host.
@@ -211,14 +242,16 @@ pub async fn create_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let (url, viewport) = parse_create(&body)?;
+    let options = parse_create(&body)?;
     let links_base = links_base(&app.config, &headers);
     let session = app
         .registry
         .create(CreateRequest {
-            url,
-            viewport,
+            url: options.url,
+            viewport: options.viewport,
             links_base,
+            control: options.control,
+            control_idle: options.control_idle,
         })
         .await?;
     info!(session_id = %session.id(), "session created");

@@ -28,6 +28,9 @@ pub struct FrameGeometry {
     pub css_height: f64,
     /// Top offset of the captured area in CSS pixels (`offsetTop`).
     pub offset_top: f64,
+    /// The page's scroll position in CSS pixels: page point = viewport point + scroll.
+    pub scroll_x: f64,
+    pub scroll_y: f64,
 }
 
 impl FrameGeometry {
@@ -40,7 +43,27 @@ impl FrameGeometry {
             css_width: w,
             css_height: h,
             offset_top: 0.0,
+            scroll_x: 0.0,
+            scroll_y: 0.0,
         }
+    }
+
+    /// Maps a point in image pixels to page CSS pixels (scroll included): a point on the page
+    /// that stays put when the page scrolls.
+    pub fn to_page(&self, x: f64, y: f64) -> (f64, f64) {
+        let (cx, cy) = self.to_css(x, y);
+        (cx + self.scroll_x, cy - self.offset_top + self.scroll_y)
+    }
+
+    /// Maps a page point back to image pixels of this frame; `None` when it is not on screen.
+    pub fn from_page(&self, px: f64, py: f64) -> Option<(f64, f64)> {
+        if self.css_width <= 0.0 || self.css_height <= 0.0 {
+            return None;
+        }
+        let x = (px - self.scroll_x) * self.image_width / self.css_width;
+        let y = (py - self.scroll_y) * self.image_height / self.css_height;
+        ((0.0..self.image_width).contains(&x) && (0.0..self.image_height).contains(&y))
+            .then_some((x, y))
     }
 
     /// Maps a point in image pixels to page CSS pixels, clamped to the page.
@@ -324,6 +347,8 @@ mod tests {
         css_width: 1280.0,
         css_height: 720.0,
         offset_top: 0.0,
+        scroll_x: 0.0,
+        scroll_y: 0.0,
     };
 
     fn key_msg(action: KeyAction, key: &str, code: &str, mods: u8) -> KeyMessage {
@@ -355,6 +380,26 @@ mod tests {
             ..GEOMETRY
         };
         assert_eq!(offset.to_css(0.0, 10.0), (0.0, 70.0));
+    }
+
+    #[test]
+    fn page_points_follow_the_scroll() {
+        let scrolled = FrameGeometry {
+            scroll_x: 10.0,
+            scroll_y: 500.0,
+            ..GEOMETRY
+        };
+        // Image (320, 180) is viewport (640, 360), page (650, 860).
+        assert_eq!(scrolled.to_page(320.0, 180.0), (650.0, 860.0));
+        assert_eq!(scrolled.from_page(650.0, 860.0), Some((320.0, 180.0)));
+        // After scrolling 200 px further, the same page point sits 100 image px higher.
+        let further = FrameGeometry {
+            scroll_y: 700.0,
+            ..scrolled
+        };
+        assert_eq!(further.from_page(650.0, 860.0), Some((320.0, 80.0)));
+        // Scrolled out of view.
+        assert_eq!(further.from_page(650.0, 600.0), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
+//! - [`control`]: the control policy (shared / exclusive) and its state machine (pure logic).
 //! - [`people`]: display names, colours, the chat log, rate limits (pure logic).
 //! - [`metrics`]: lock-free latency histograms for the API (and, later, `/metrics`).
 //! - [`token`]: random ids and capabilities, constant-time comparison.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod assets;
 pub mod browser;
 pub mod config;
+pub mod control;
 pub mod encode;
 pub mod input;
 pub mod metrics;

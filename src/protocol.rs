@@ -139,6 +139,20 @@ pub enum ServerMessage<'a> {
     JoinLinks {
         links: &'a Links,
     },
+    /// Where the other participants point, in pixels of the current screen (like input
+    /// coordinates); those pointing at something scrolled out of view are left out. Sent when a
+    /// pointer moves or the page scrolls, at most every 33 ms.
+    Pointers {
+        pointers: &'a [WirePointer<'a>],
+    },
+    /// Who may act: the policy, the holder and the requests; sent after `hello` and on every
+    /// change. `denied`: that participant's request was just turned down.
+    Control {
+        #[serde(flatten)]
+        state: &'a crate::control::ControlView,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        denied: Option<&'a str>,
+    },
     /// This participant was removed by the owner; the socket closes next.
     Removed {
         reason: &'a str,
@@ -165,6 +179,26 @@ impl ServerMessage<'_> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+}
+
+/// A control action (`{"t":"control","action":"grant","id":"p3"}`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum ControlAction {
+    Request,
+    Grant { id: String },
+    Deny { id: String },
+    Release,
+    Take,
+    Policy { policy: crate::control::Policy },
+}
+
+/// One participant's pointer, in screen pixels.
+#[derive(Debug, Serialize)]
+pub struct WirePointer<'a> {
+    pub id: &'a str,
+    pub x: f64,
+    pub y: f64,
 }
 
 /// JSON messages from a viewer to the server.
@@ -195,6 +229,18 @@ pub enum ClientMessage {
     /// Owner only: remove participant `id`.
     Remove {
         id: String,
+    },
+    /// Asks for, grants, denies, releases or takes control, or (owner) sets the policy.
+    Control(ControlAction),
+    /// Where this participant points on the screen (screen pixels, like `mouse`), or `gone`
+    /// when the pointer left the screen. Any role: pointing is not acting.
+    Pointer {
+        #[serde(default)]
+        x: f64,
+        #[serde(default)]
+        y: f64,
+        #[serde(default)]
+        gone: bool,
     },
 }
 

@@ -32,6 +32,10 @@ pub struct CreateRequest {
     pub viewport: Viewport,
     /// Scheme/host/port the join links start with.
     pub links_base: String,
+    /// Who may act: everyone with control rights, or one at a time.
+    pub control: crate::control::Policy,
+    /// How long a control holder may stay idle before control is released.
+    pub control_idle: Duration,
 }
 
 struct Table {
@@ -139,6 +143,8 @@ impl Registry {
             max_participants: self.config.max_participants,
             idle_timeout: self.config.idle_timeout,
             close_grace: self.config.shutdown_grace,
+            control: request.control,
+            control_idle: request.control_idle,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -204,6 +204,8 @@ impl ScreenModel {
             css_width: frame.css_width,
             css_height: frame.css_height,
             offset_top: frame.offset_top,
+            scroll_x: frame.scroll_x,
+            scroll_y: frame.scroll_y,
         };
         let scroll = (frame.scroll_x, frame.scroll_y);
         let previous = self.current.clone();

@@ -14,10 +14,12 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::browser::{Browser, Capturer};
 use crate::config::Viewport;
+use crate::control::{Actor, Control, ControlView, Outcome, Refusal};
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
 use crate::metrics::{Histogram, Summary};
 use crate::people::{self, ChatLog, ChatMessage};
+use crate::protocol::ControlAction;
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
@@ -222,6 +224,9 @@ impl Member {
     }
 }
 
+/// Participants' pointers by id, in page CSS pixels.
+pub type Pointers = std::collections::BTreeMap<String, (f64, f64)>;
+
 /// A participant as the others see it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -257,6 +262,10 @@ struct Shared {
     tokens: Mutex<Tokens>,
     /// Bumped when a join link changes; owners' writers send the new links.
     links_changed: watch::Sender<u64>,
+    /// Where each participant points, in page CSS pixels (latest wins: state, not events).
+    pointers: watch::Sender<Pointers>,
+    /// Who may act on the page.
+    control: Mutex<Control>,
     /// Scheme/host/port join links start with.
     links_base: String,
     max_participants: usize,
@@ -295,6 +304,7 @@ pub struct SessionInfo {
     pub participants: usize,
     /// Everyone connected, in join order.
     pub people: Vec<PresenceEntry>,
+    pub control: ControlView,
     /// Screen versions made (frames that changed something).
     pub frames_produced: u32,
     /// Screencast frames received from Chromium.
@@ -331,6 +341,8 @@ pub struct NewSession {
     pub max_participants: usize,
     pub idle_timeout: Duration,
     pub close_grace: Duration,
+    pub control: crate::control::Policy,
+    pub control_idle: Duration,
 }
 
 impl SessionHandle {
@@ -357,6 +369,8 @@ impl SessionHandle {
             viewport: new.viewport,
             tokens: Mutex::new(new.tokens),
             links_changed: watch::Sender::new(0),
+            pointers: watch::Sender::new(Pointers::new()),
+            control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
@@ -562,6 +576,7 @@ impl SessionHandle {
             viewport: self.shared.viewport,
             participants,
             people,
+            control: self.control(),
             frames_produced: current_version(&self.shared.screen),
             frames_in: self.shared.stats.frames_in.load(Ordering::Relaxed),
             frames_polled: self.shared.stats.frames_polled.load(Ordering::Relaxed),
@@ -694,6 +709,70 @@ impl SessionHandle {
         Ok(())
     }
 
+    /// The control state as participants see it.
+    pub fn control(&self) -> ControlView {
+        lock(&self.shared.control).view()
+    }
+
+    /// Whether `p` may send input now (an allowed input keeps their control from idling out).
+    pub fn may_act(&self, p: &Participant) -> Result<(), Refusal> {
+        lock(&self.shared.control).may_act(p.actor(), Instant::now())
+    }
+
+    /// A control request, grant, denial, release, take-back or policy change from `p`;
+    /// everyone is told the new state.
+    pub fn control_action(&self, p: &Participant, action: &ControlAction) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let outcome = {
+            let mut c = lock(&self.shared.control);
+            let actor = p.actor();
+            match action {
+                ControlAction::Request => c.request(actor, now)?,
+                ControlAction::Grant { id } => c.grant(actor, id, now)?,
+                ControlAction::Deny { id } => c.deny(actor, id)?,
+                ControlAction::Release => c.release(actor),
+                ControlAction::Take => c.take(actor, now)?,
+                ControlAction::Policy { policy } => c.set_policy(actor, *policy, now)?,
+            }
+        };
+        self.control_changed(outcome);
+        Ok(())
+    }
+
+    /// Releases control from an idle holder; called by the driver every second.
+    fn control_tick(&self) {
+        let outcome = lock(&self.shared.control).tick(Instant::now());
+        if outcome == Outcome::Changed {
+            info!(session_id = %self.id(), "control released: its holder was idle");
+        }
+        self.control_changed(outcome);
+    }
+
+    fn control_changed(&self, outcome: Outcome) {
+        let denied = match &outcome {
+            Outcome::Unchanged => return,
+            Outcome::Changed => None,
+            Outcome::Denied(id) => Some(id.as_str()),
+        };
+        let state = self.control();
+        self.broadcast(&ServerMessage::Control {
+            state: &state,
+            denied,
+        });
+    }
+
+    /// Moves participant `id`'s pointer to page point `at`, or hides it (`None`).
+    pub fn point(&self, id: &str, at: Option<(f64, f64)>) {
+        self.shared.pointers.send_if_modified(|p| match at {
+            Some(at) => p.insert(id.to_string(), at) != Some(at),
+            None => p.remove(id).is_some(),
+        });
+    }
+
+    pub fn pointers(&self) -> watch::Receiver<Pointers> {
+        self.shared.pointers.subscribe()
+    }
+
     /// Changes whenever a join link is replaced.
     pub fn links_changed(&self) -> watch::Receiver<u64> {
         self.shared.links_changed.subscribe()
@@ -745,6 +824,14 @@ impl Participant {
         self.color
     }
 
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            id: &self.id,
+            can_input: self.role.can_input(),
+            owner: self.role == Role::Owner,
+        }
+    }
+
     /// Fired when the owner removes this participant.
     pub fn removed(&self) -> CancellationToken {
         self.removed.clone()
@@ -768,6 +855,9 @@ impl Drop for Participant {
             (state.participants.len(), name)
         };
         self.session.shared.participant_count.send_replace(count);
+        self.session.point(&self.id, None);
+        let outcome = lock(&self.session.shared.control).left(&self.id);
+        self.session.control_changed(outcome);
         self.session.broadcast(&ServerMessage::Left {
             id: &self.id,
             name: name.as_deref().unwrap_or(&self.name),
@@ -1011,6 +1101,7 @@ impl Driver {
                     break;
                 }
                 _ = quiet_check.tick() => {
+                    self.handle.control_tick();
                     let now_seen = frames_received(shared);
                     if now_seen != quiet.0 {
                         quiet = (now_seen, Instant::now());

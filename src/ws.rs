@@ -18,12 +18,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use crate::api::{AppError, AppState};
+use crate::control::Refusal;
 use crate::input;
 use crate::pacing::Pacer;
 use crate::people::{self, ChatError, RateLimit};
 use crate::protocol::{
     close, encode_update, flags, parse_client_message, ClientMessage, ServerMessage, UpdateHeader,
-    WireViewport, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
+    WirePointer, WireViewport, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL,
+    TOKEN_SUBPROTOCOL_PREFIX,
 };
 use crate::session::{sleep_until_or_never, JoinError, Participant, Role, SessionHandle};
 
@@ -40,6 +42,12 @@ const NOTICE_BUFFER: usize = 8;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a participant's link figures are published (and sent to owners).
 const LINK_REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Others' pointers are sent to a participant at most this often (~30 Hz).
+const POINTER_EVERY: Duration = Duration::from_millis(33);
+/// Pointer messages a participant may send: a burst, then this many per second (viewers send
+/// one per animation frame at most; the rest is dropped).
+const POINTER_BURST: f64 = 30.0;
+const POINTER_PER_SEC: f64 = 60.0;
 
 /// What a participant's reader tells its writer about acknowledgements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,6 +107,56 @@ pub async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| debug!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| serve(socket, participant).instrument(span))
+}
+
+/// Whether input may go on; otherwise tells the participant why, once per reason (a viewer
+/// clicking away is told once, not per click), and logs it.
+fn input_allowed(
+    verdict: Result<(), Refusal>,
+    told: &mut Option<Refusal>,
+    notice: &dyn Fn(&str, &str),
+) -> bool {
+    match verdict {
+        Ok(()) => {
+            *told = None;
+            true
+        }
+        Err(refusal) => {
+            if told.as_ref() != Some(&refusal) {
+                info!(reason = %refusal, "input dropped");
+                let code = match refusal {
+                    Refusal::ViewOnly => "input-not-allowed",
+                    _ => "no-control",
+                };
+                notice(code, &format!("Input ignored: {refusal}."));
+                *told = Some(refusal);
+            }
+            false
+        }
+    }
+}
+
+/// The pointers of everyone but `me`, in pixels of `screen` (the session's geometry before the
+/// first screen); pointers scrolled out of view are left out. Rounded to a tenth of a pixel.
+fn place_pointers(
+    pointers: &crate::session::Pointers,
+    me: &str,
+    screen: Option<&crate::screen::Snapshot>,
+    session: &SessionHandle,
+) -> Vec<(String, f64, f64)> {
+    let geometry = screen.map_or_else(|| session.geometry(), |s| s.geometry);
+    pointers
+        .iter()
+        .filter(|(id, _)| id.as_str() != me)
+        .filter_map(|(id, &(px, py))| {
+            let (x, y) = geometry.from_page(px, py)?;
+            Some((
+                id.clone(),
+                (x * 10.0).round() / 10.0,
+                (y * 10.0).round() / 10.0,
+            ))
+        })
+        .collect()
 }
 
 /// `GET /s/{id}/check` with `Authorization: Bearer {token}`: tells a viewer whose socket failed
@@ -267,6 +325,11 @@ impl Writer<'_> {
             url: &session.url(),
         })
         .await?;
+        self.send_json(&ServerMessage::Control {
+            state: &session.control(),
+            denied: None,
+        })
+        .await?;
         self.send_json(&ServerMessage::ChatHistory {
             messages: &session.chat_history(),
         })
@@ -313,6 +376,10 @@ async fn write_loop(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     let mut report = tokio::time::interval(LINK_REPORT_EVERY);
+    let mut pointers = session.pointers();
+    // The others' pointers as last sent (screen pixels), and when the next send may go.
+    let mut pointers_sent: Vec<(String, f64, f64)> = Vec::new();
+    let mut pointers_not_before = Instant::now();
     loop {
         // The screen: while the window is open, whatever this participant lacks goes out as one
         // update (see `pacing` for the slow-viewer policy).
@@ -359,6 +426,29 @@ async fn write_loop(
                 }
             }
         }
+        // The others' pointers, placed on the newest screen: re-sent when one moves or the page
+        // scrolls under them, at most every POINTER_EVERY.
+        let placed = place_pointers(
+            &pointers.borrow_and_update(),
+            participant.id(),
+            latest.as_deref(),
+            session,
+        );
+        let pointer_wake = if placed == pointers_sent {
+            None
+        } else if Instant::now() >= pointers_not_before {
+            let wire: Vec<WirePointer<'_>> = placed
+                .iter()
+                .map(|(id, x, y)| WirePointer { id, x: *x, y: *y })
+                .collect();
+            w.send_json(&ServerMessage::Pointers { pointers: &wire })
+                .await?;
+            pointers_sent = placed;
+            pointers_not_before = Instant::now() + POINTER_EVERY;
+            None
+        } else {
+            Some(pointers_not_before)
+        };
         // Wake for a new screen only when something may be sent; otherwise for the ack that opens
         // the window, the moment the rate allows a send, or a refinement coming due.
         let wake_at = if !pacer.window_open() {
@@ -421,6 +511,12 @@ async fn write_loop(
                 }
             }
             _ = sleep_until_or_never(wake_at) => {}
+            _ = sleep_until_or_never(pointer_wake) => {}
+            changed = pointers.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
             changed = links_changed.changed(), if is_owner => {
                 if changed.is_ok() {
                     w.send_json(&ServerMessage::JoinLinks { links: &session.links() }).await?;
@@ -467,8 +563,10 @@ async fn read_loop(
         // Advisory: if this participant's notice queue is full, it will not miss anything else.
         let _ = to_writer.try_send(Outgoing::Notice(Arc::from(json)));
     };
-    let mut told_no_input = false;
+    // The last reason input was refused, told once until the reason changes.
+    let mut told_refusal: Option<Refusal> = None;
     let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
+    let mut pointer_limit = RateLimit::new(POINTER_BURST, POINTER_PER_SEC, Instant::now());
     loop {
         let message = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
             Err(_) => return Err(ConnError::ReadTimeout),
@@ -528,6 +626,20 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::Pointer { x, y, gone } => {
+                // A flood is thinned, silently: a pointer is only ever as current as its last move.
+                if !pointer_limit.allow(Instant::now()) {
+                    continue;
+                }
+                if gone {
+                    session.point(participant.id(), None);
+                } else if x.is_finite() && y.is_finite() {
+                    session.point(participant.id(), Some(geometry().to_page(x, y)));
+                } else {
+                    notice("bad-message", "pointer coordinates must be finite numbers");
+                }
+                continue;
+            }
             ClientMessage::Name { name } => {
                 if session.rename(participant.id(), &name).is_none() {
                     notice("bad-name", "a name needs at least one visible character");
@@ -548,19 +660,14 @@ async fn read_loop(
                 }
                 continue;
             }
-            _ if !participant.role().can_input() => {
-                if !told_no_input {
-                    told_no_input = true;
-                    info!(
-                        role = participant.role().as_str(),
-                        "input from a participant without control dropped"
-                    );
-                    notice(
-                        "input-not-allowed",
-                        "Your link lets you watch, not control the page.",
-                    );
+            ClientMessage::Control(action) => {
+                if let Err(refusal) = session.control_action(participant, &action) {
+                    notice("control-refused", &refusal.to_string());
                 }
                 continue;
+            }
+            _ if !input_allowed(session.may_act(participant), &mut told_refusal, &notice) => {
+                continue
             }
             ClientMessage::Mouse(m) => input::mouse(&m, &geometry()),
             ClientMessage::Wheel(m) => input::wheel(&m, &geometry()),

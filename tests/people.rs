@@ -260,3 +260,79 @@ async fn the_owner_removes_a_participant_whose_link_then_stops_working() {
     assert_eq!(again.hello["role"], "controller");
     server.stop().await;
 }
+
+/// The position of participant `id` in a `pointers` message, if it is there.
+fn pointer_of(msg: &Value, id: &Value) -> Option<(f64, f64)> {
+    msg["pointers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == *id)
+        .map(|p| {
+            (
+                p["x"].as_f64().unwrap_or(f64::NAN),
+                p["y"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pointers_reach_the_others_and_stay_on_the_page_when_it_scrolls() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/scroll")).await;
+    site.report_of("ready").await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    agent.next_frame().await;
+    let mut supervisor = server.join_named(&id, &links.viewer, "Supervisor").await;
+    let sup_id = supervisor.hello["participant"].clone();
+
+    // A viewer may point (pointing is not acting): the others see it where it points.
+    supervisor
+        .send(json!({"t": "pointer", "x": 640, "y": 360}))
+        .await;
+    let at = agent
+        .json_where("pointers", |m| pointer_of(m, &sup_id).is_some())
+        .await;
+    assert_eq!(pointer_of(&at, &sup_id), Some((640.0, 360.0)));
+    // No notice for the viewer: pointing is allowed.
+    assert_eq!(supervisor.json_seen_count("notice", |_| true), 0);
+
+    // The page scrolls by 200 px: the pointer stays on the same spot of the page, so it moves up
+    // the screen by 200 px.
+    agent
+        .send(json!({"t": "wheel", "x": 400, "y": 400, "dy": 200}))
+        .await;
+    site.report_where(|r| r["type"] == "scroll" && r["y"] == 200)
+        .await;
+    let moved = agent
+        .json_where("pointers", |m| {
+            pointer_of(m, &sup_id) == Some((640.0, 160.0))
+        })
+        .await;
+    assert!(pointer_of(&moved, &sup_id).is_some());
+
+    // A flood of pointer messages is thinned; the session goes on undisturbed.
+    for i in 0..400 {
+        supervisor
+            .send(json!({"t": "pointer", "x": i % 1280, "y": 100}))
+            .await;
+    }
+    supervisor
+        .send(json!({"t": "chat", "text": "still here"}))
+        .await;
+    agent
+        .json_where("chat", |m| m["text"] == "still here")
+        .await;
+    let pointer_messages = agent.json_seen_count("pointers", |_| true);
+    assert!(
+        pointer_messages < 100,
+        "{pointer_messages} pointer messages for a flood of 400"
+    );
+
+    // Leaving the screen hides the pointer.
+    supervisor.send(json!({"t": "pointer", "gone": true})).await;
+    agent
+        .json_where("pointers", |m| pointer_of(m, &sup_id).is_none())
+        .await;
+    server.stop().await;
+}

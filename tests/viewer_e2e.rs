@@ -289,3 +289,135 @@ async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
     viewer.close().await;
     server.stop().await;
 }
+
+/// A join link with a display name preset (`?name=` before the `#token=` fragment).
+fn named(link: &str, name: &str) -> String {
+    let (base, fragment) = link.split_once('#').expect("fragment");
+    let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    format!("{base}?name={name}#{fragment}")
+}
+
+/// Resolves once `condition` (a JS expression) holds in the page, checked every 50 ms.
+async fn until(page: &chromiumoxide::Page, condition: &str) {
+    let js = format!(
+        "new Promise(r => {{ const ok = () => {{ try {{ return Boolean({condition}); }} catch {{ return false; }} }}; if (ok()) return r(true); const t = setInterval(() => {{ if (ok()) {{ clearInterval(t); r(true); }} }}, 50); }})"
+    );
+    eval(page, &js).await;
+}
+
+/// Clicks the middle of the element `selector`, as a person would.
+async fn click_on(page: &chromiumoxide::Page, selector: &str) {
+    let r = eval(
+        page,
+        &format!("(() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()"),
+    )
+    .await;
+    let at = (r[0].as_f64().expect("x"), r[1].as_f64().expect("y"));
+    click(page, at, MouseButton::Left, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_see_each_other_and_chat() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .http
+        .request(
+            "POST",
+            "/api/sessions",
+            Some(serde_json::json!({"url": site.url("/text")})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let link = |role: &str| created["links"][role].as_str().expect("link").to_string();
+    site.report_of("ready").await;
+
+    // The agent on a wide screen (people and chat open beside the screen), the customer on a
+    // narrow one (panel closed until asked for). Separate browsers, separate profiles.
+    let agent_browser = ViewerBrowser::launch(1400, 800).await;
+    let agent = agent_browser
+        .browser
+        .new_page(named(&link("owner"), "Agent Smith").as_str())
+        .await
+        .expect("open owner link");
+    let customer_browser = ViewerBrowser::launch(900, 700).await;
+    let customer = customer_browser
+        .browser
+        .new_page(named(&link("controller"), "Jo Doe").as_str())
+        .await
+        .expect("open controller link");
+    painted(&agent, 0).await;
+    painted(&customer, 0).await;
+
+    // Both see both names; each is marked "(you)" on their own screen. No prompt was shown.
+    until(
+        &agent,
+        "document.querySelectorAll('#people li').length === 2",
+    )
+    .await;
+    until(
+        &customer,
+        "document.querySelectorAll('#people li').length === 2",
+    )
+    .await;
+    let agent_people = eval(&agent, "document.getElementById('people').textContent").await;
+    let agent_people = agent_people.as_str().expect("text");
+    assert!(
+        agent_people.contains("Agent Smith (you)") && agent_people.contains("Jo Doe"),
+        "{agent_people}"
+    );
+    let customer_people = eval(&customer, "document.getElementById('people').textContent").await;
+    assert!(customer_people
+        .as_str()
+        .expect("text")
+        .contains("Jo Doe (you)"));
+    assert_eq!(
+        eval(
+            &agent,
+            "getComputedStyle(document.getElementById('side')).display === 'none'"
+        )
+        .await,
+        false
+    );
+
+    // The customer opens the panel, types a message with markup in it and presses Enter.
+    click_on(&customer, "#side-toggle").await;
+    until(&customer, "!document.getElementById('side').hidden").await;
+    click_on(&customer, "#chat-input").await;
+    type_text(&customer, "Is this <b>safe</b>?").await;
+    key(&customer, "Enter", "Enter", 13, Some("\r")).await;
+
+    // It shows in the agent's chat, as text, under the customer's name.
+    until(
+        &agent,
+        "document.getElementById('chat-log').textContent.includes('Is this <b>safe</b>?')",
+    )
+    .await;
+    let entry = eval(&agent, "(() => { const li = document.querySelector('#chat-log li:last-child'); return {from: li.querySelector('.from').textContent, html: li.querySelector('.text').innerHTML, bold: li.querySelectorAll('b').length}; })()").await;
+    assert_eq!(entry["from"], "Jo Doe");
+    assert_eq!(
+        entry["bold"], 0,
+        "no markup from a message becomes HTML: {entry}"
+    );
+    assert_eq!(entry["html"], "Is this &lt;b&gt;safe&lt;/b&gt;?");
+    // And in the customer's own log; nothing typed into the chat reached the shared page.
+    until(
+        &customer,
+        "document.getElementById('chat-log').textContent.includes('safe')",
+    )
+    .await;
+    let (_, info) = server
+        .session_json(created["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(info["presence"].as_array().map(Vec::len), Some(2));
+    customer_browser.close().await;
+    agent_browser.close().await;
+    let reports = site.drain();
+    assert!(
+        !reports.iter().any(|r| r["type"] == "input"),
+        "chat typing must not reach the page: {reports:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("server stops");
+}

@@ -537,6 +537,9 @@ pub fn us_key(c: char) -> (&'static str, u32, bool) {
         '!' => ("Digit1", 49, true),
         '?' => ("Slash", 191, true),
         '-' => ("Minus", 189, false),
+        '<' => ("Comma", 188, true),
+        '>' => ("Period", 190, true),
+        '/' => ("Slash", 191, false),
         other => panic!("us_key: no key for {other:?}"),
     }
 }
@@ -701,6 +704,15 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
             .await
             .expect("report in time")
             .expect("site running")
+    }
+
+    /// Every report received so far and not yet read, without waiting.
+    pub fn drain(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.reports.try_recv() {
+            out.push(r);
+        }
+        out
     }
 
     /// Skips reports until one has `type == kind`.

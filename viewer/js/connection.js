@@ -5,6 +5,7 @@
 
 const SUBPROTOCOL = 'cobrowse.v2';
 const CLOSE_SESSION_ENDED = 4000;
+const CLOSE_REMOVED = 4004;
 const BACKOFF_START_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 // A socket that neither opens nor fails (a silent middlebox) would otherwise hang in "connecting".
@@ -33,6 +34,8 @@ export class Connection {
 
   #id;
   #token;
+  /** Display name sent when (re)connecting; null lets the server pick one. */
+  name = null;
   #ws = null;
   #final = false;
   #attempt = 0;
@@ -117,7 +120,8 @@ export class Connection {
 
   #open() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const url = `${scheme}://${location.host}/ws/${encodeURIComponent(this.#id)}`;
+    const query = this.name ? `?name=${encodeURIComponent(this.name)}` : '';
+    const url = `${scheme}://${location.host}/ws/${encodeURIComponent(this.#id)}${query}`;
     let ws;
     try {
       ws = new WebSocket(url, [SUBPROTOCOL, 'cobrowse.token.' + this.#token]);
@@ -154,6 +158,7 @@ export class Connection {
       if (!msg || typeof msg !== 'object') return;
       this.#emit('json', msg);
       if (msg.t === 'ended') this.#finish('ended', msg.reason ? String(msg.reason) : '');
+      if (msg.t === 'removed') this.#finish('ended', msg.reason ? String(msg.reason) : 'removed');
     });
     // 'error' is always followed by 'close', which does the work.
     ws.addEventListener('close', (event) => {
@@ -168,6 +173,10 @@ export class Connection {
     if (this.#final) return;
     if (code === CLOSE_SESSION_ENDED) {
       this.#finish('ended', '');
+      return;
+    }
+    if (code === CLOSE_REMOVED) {
+      this.#finish('ended', 'The session owner removed you from this session.');
       return;
     }
     this.#setState('reconnecting');

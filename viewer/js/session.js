@@ -3,6 +3,8 @@
 import { Connection, joinFromLocation } from './connection.js';
 import { Screen } from './screen.js';
 import { InputCapture } from './input.js';
+import { PeoplePanel, initialName } from './people.js';
+import { PointerShare, RemoteCursors } from './cursors.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -35,12 +37,15 @@ const ui = {
 // Testing and benchmarking hooks (names are relied upon by tests).
 const stats = {
   state: 'connecting', role: null, seq: null, version: null, frames: 0, paints: 0, bytesIn: 0, framesIn: 0, lastPaintAt: null,
-  links: null, paintMs: null,
+  links: null, paintMs: null, pointers: [],
 };
 window.cobrowse = stats;
 
 const join = joinFromLocation();
 const conn = new Connection(join);
+conn.name = initialName();
+const kiosk = new URLSearchParams(location.search).get('kiosk') === '1';
+if (kiosk) document.body.classList.add('kiosk');
 let viewport = null;
 let greeted = false;
 
@@ -64,6 +69,28 @@ const input = new InputCapture({
   isReady: () => stats.paints > 0,
   getViewport: () => viewport,
 });
+
+const people = new PeoplePanel(
+  {
+    side: $('side'),
+    toggle: $('side-toggle'),
+    unread: $('chat-unread'),
+    nameForm: $('name-form'),
+    nameInput: $('name-input'),
+    people: $('people'),
+    chatLog: $('chat-log'),
+    chatForm: $('chat-form'),
+    chatInput: $('chat-input'),
+  },
+  (msg) => conn.send(msg),
+  stats,
+  (name) => {
+    conn.name = name;
+  },
+);
+if (kiosk) people.setOpen(false);
+new PointerShare(ui.canvas, (msg) => conn.send(msg));
+const cursors = new RemoteCursors($('cursors'), ui.canvas);
 
 // ---- state ----
 
@@ -180,6 +207,7 @@ const handlers = {
     ui.viewOnly.hidden = Boolean(msg.canInput);
     setPageUrl(msg.url);
     showLinks(msg.links);
+    people.hello(msg);
     input.setEnabled(Boolean(msg.canInput));
     // Once per page, not per reconnect.
     if (!msg.canInput && !greeted) {
@@ -189,6 +217,29 @@ const handlers = {
   },
   presence(msg) {
     ui.presence.textContent = String(msg.count);
+    people.presence(msg);
+    cursors.presence(Array.isArray(msg.participants) ? msg.participants : []);
+  },
+  joined(msg) {
+    if (greeted && msg.participant?.name) showNotice(`${msg.participant.name} joined`);
+  },
+  left(msg) {
+    if (msg.name) showNotice(`${msg.name} left`);
+  },
+  chat(msg) {
+    people.chat(msg);
+  },
+  pointers(msg) {
+    stats.pointers = msg.pointers ?? [];
+    cursors.pointers(stats.pointers);
+  },
+  chatHistory(msg) {
+    people.chatHistory(msg);
+  },
+  joinLinks(msg) {
+    // Owners only: a removed participant's role got a new link.
+    showLinks(msg.links);
+    showNotice('Participant removed: the link of their role was replaced (see Share).');
   },
   page(msg) {
     setPageUrl(msg.url);
