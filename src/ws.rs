@@ -48,6 +48,8 @@ const POINTER_EVERY: Duration = Duration::from_millis(33);
 /// one per animation frame at most; the rest is dropped).
 const POINTER_BURST: f64 = 30.0;
 const POINTER_PER_SEC: f64 = 60.0;
+/// How long a pointer position over the limit waits before it is applied anyway.
+const POINTER_HOLD: Duration = Duration::from_millis(50);
 
 /// What a participant's reader tells its writer about acknowledgements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -567,8 +569,22 @@ async fn read_loop(
     let mut told_refusal: Option<Refusal> = None;
     let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
     let mut pointer_limit = RateLimit::new(POINTER_BURST, POINTER_PER_SEC, Instant::now());
+    // A pointer position over the rate limit, and when it may be applied.
+    let mut held_pointer: Option<(Instant, Option<(f64, f64)>)> = None;
     loop {
-        let message = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
+        let read = tokio::select! {
+            read = tokio::time::timeout(READ_TIMEOUT, stream.next()) => read,
+            // The newest pointer position held back by the rate limit goes out in its turn: a
+            // pointer always ends where the participant left it.
+            _ = sleep_until_or_never(held_pointer.map(|(due, _)| due)) => {
+                if let Some((_, at)) = held_pointer.take() {
+                    pointer_limit.allow(Instant::now());
+                    session.point(participant.id(), at);
+                }
+                continue;
+            }
+        };
+        let message = match read {
             Err(_) => return Err(ConnError::ReadTimeout),
             Ok(None) => return Ok(()),
             Ok(Some(Ok(message))) => message,
@@ -627,16 +643,23 @@ async fn read_loop(
                 continue;
             }
             ClientMessage::Pointer { x, y, gone } => {
-                // A flood is thinned, silently: a pointer is only ever as current as its last move.
-                if !pointer_limit.allow(Instant::now()) {
-                    continue;
-                }
-                if gone {
-                    session.point(participant.id(), None);
+                let at = if gone {
+                    None
                 } else if x.is_finite() && y.is_finite() {
-                    session.point(participant.id(), Some(geometry().to_page(x, y)));
+                    Some(geometry().to_page(x, y))
                 } else {
                     notice("bad-message", "pointer coordinates must be finite numbers");
+                    continue;
+                };
+                // A flood is thinned, silently: over the limit only the newest position is kept,
+                // and applied when the limit allows.
+                let now = Instant::now();
+                if pointer_limit.allow(now) {
+                    held_pointer = None;
+                    session.point(participant.id(), at);
+                } else {
+                    let due = held_pointer.map_or(now + POINTER_HOLD, |(due, _)| due);
+                    held_pointer = Some((due, at));
                 }
                 continue;
             }

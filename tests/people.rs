@@ -336,3 +336,133 @@ async fn pointers_reach_the_others_and_stay_on_the_page_when_it_scrolls() {
         .await;
     server.stop().await;
 }
+
+/// Waits for a `control` message whose holder is `holder` (`Value::Null` for nobody).
+async fn control_held_by(p: &mut Participant, holder: &Value) -> Value {
+    p.json_where("control", |c| c["holder"] == *holder).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_control_moves_by_request_grant_and_take_back() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server
+        .create_session_with(
+            json!({"url": site.url("/type"), "control": "exclusive", "controlIdleSecs": 2}),
+        )
+        .await;
+    site.report_of("ready").await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    let mut customer = server.join_named(&id, &links.controller, "Customer").await;
+    let mut supervisor = server.join_named(&id, &links.viewer, "Supervisor").await;
+    let (agent_id, customer_id) = (
+        agent.hello["participant"].clone(),
+        customer.hello["participant"].clone(),
+    );
+    let initial = customer.next_json("control").await;
+    assert_eq!(initial["policy"], "exclusive");
+    assert_eq!(initial["holder"], Value::Null);
+
+    // Nobody holds control: the customer asks and gets it at once; everyone is told.
+    customer
+        .send(json!({"t": "control", "action": "request"}))
+        .await;
+    for p in [&mut agent, &mut customer, &mut supervisor] {
+        control_held_by(p, &customer_id).await;
+    }
+    customer.type_text("ab").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "ab")
+        .await;
+
+    // The owner's input is dropped while the customer holds control, with one notice.
+    agent.type_text("X").await;
+    agent.type_text("Y").await;
+    let refused = agent
+        .json_where("notice", |n| n["code"] == "no-control")
+        .await;
+    assert!(refused["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("someone else has control")));
+    // The supervisor can never act, nor ask.
+    supervisor.type_text("Z").await;
+    supervisor
+        .json_where("notice", |n| n["code"] == "input-not-allowed")
+        .await;
+    supervisor
+        .send(json!({"t": "control", "action": "request"}))
+        .await;
+    supervisor
+        .json_where("notice", |n| n["code"] == "control-refused")
+        .await;
+
+    // The owner takes control back; the customer's typing no longer lands.
+    agent.send(json!({"t": "control", "action": "take"})).await;
+    control_held_by(&mut customer, &agent_id).await;
+    customer.type_text("c").await;
+    customer
+        .json_where("notice", |n| n["code"] == "no-control")
+        .await;
+    agent.type_text("d").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "abd")
+        .await;
+    assert_eq!(
+        agent.json_seen_count("notice", |n| n["code"] == "no-control"),
+        0,
+        "told once, not per key"
+    );
+
+    // The customer asks; the owner denies (the customer is told), then grants a second request.
+    customer
+        .send(json!({"t": "control", "action": "request"}))
+        .await;
+    agent
+        .json_where("control", |c| c["requests"] == json!([customer_id]))
+        .await;
+    agent
+        .send(json!({"t": "control", "action": "deny", "id": customer_id}))
+        .await;
+    let denied = customer
+        .json_where("control", |c| c["denied"] == customer_id)
+        .await;
+    assert_eq!(denied["requests"], json!([]));
+    customer
+        .send(json!({"t": "control", "action": "request"}))
+        .await;
+    agent
+        .json_where("control", |c| c["requests"] == json!([customer_id]))
+        .await;
+    agent
+        .send(json!({"t": "control", "action": "grant", "id": customer_id}))
+        .await;
+    control_held_by(&mut customer, &customer_id).await;
+    customer.type_text("e").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "abde")
+        .await;
+
+    // Idle for the session's 2 s: control is released, and everyone is told.
+    control_held_by(&mut supervisor, &Value::Null).await;
+    let (_, info) = server.session_json(&id).await;
+    assert_eq!(info["control"]["holder"], Value::Null);
+    assert_eq!(info["control"]["policy"], "exclusive");
+
+    // Spoofed fields change nothing: a controller cannot grant itself control held by another.
+    agent.send(json!({"t": "control", "action": "take"})).await;
+    control_held_by(&mut customer, &agent_id).await;
+    customer
+        .send(json!({"t": "control", "action": "grant", "id": customer_id, "from": agent_id}))
+        .await;
+    customer
+        .json_where("notice", |n| n["code"] == "control-refused")
+        .await;
+    // Back to shared: everyone with control rights types again.
+    agent
+        .send(json!({"t": "control", "action": "policy", "policy": "shared"}))
+        .await;
+    customer
+        .json_where("control", |c| c["policy"] == "shared")
+        .await;
+    customer.type_text("f").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "abdef")
+        .await;
+    server.stop().await;
+}

@@ -380,6 +380,33 @@ async fn two_people_see_each_other_and_chat() {
         false
     );
 
+    // The agent points at page pixel (900, 300); the customer, whose screen is scaled
+    // differently, sees a cursor labelled with the agent's name at that same page pixel.
+    let target = aim(&agent, 900.0, 300.0).await;
+    support::viewer::mouse(
+        &agent,
+        DispatchMouseEventType::MouseMoved,
+        target.client,
+        MouseButton::None,
+        0,
+    )
+    .await;
+    let expected = aim(&customer, target.expected.0, target.expected.1)
+        .await
+        .client;
+    // Waited for where it should be (it glides there in 60 ms); a wrong mapping never gets there.
+    until(
+        &customer,
+        &format!("(() => {{ const c = document.querySelector('#cursors .cursor'); if (!c) return false; const r = c.getBoundingClientRect(); return Math.abs(r.left - {}) <= 2 && Math.abs(r.top - {}) <= 2; }})()", expected.0, expected.1),
+    )
+    .await;
+    let label = eval(
+        &customer,
+        "document.querySelector('#cursors .cursor').textContent",
+    )
+    .await;
+    assert_eq!(label, "Agent Smith");
+
     // The customer opens the panel, types a message with markup in it and presses Enter.
     click_on(&customer, "#side-toggle").await;
     until(&customer, "!document.getElementById('side').hidden").await;

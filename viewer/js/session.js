@@ -5,6 +5,7 @@ import { Screen } from './screen.js';
 import { InputCapture } from './input.js';
 import { PeoplePanel, initialName } from './people.js';
 import { PointerShare, RemoteCursors } from './cursors.js';
+import { ControlPanel } from './control.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -90,6 +91,20 @@ const people = new PeoplePanel(
 );
 if (kiosk) people.setOpen(false);
 new PointerShare(ui.canvas, (msg) => conn.send(msg));
+const control = new ControlPanel(
+  {
+    indicator: $('control-state'),
+    section: $('control-section'),
+    policy: $('control-policy'),
+    request: $('control-request'),
+    release: $('control-release'),
+    take: $('control-take'),
+    requests: $('control-requests'),
+  },
+  (msg) => conn.send(msg),
+  (text) => showNotice(text),
+  stats,
+);
 const cursors = new RemoteCursors($('cursors'), ui.canvas);
 
 // ---- state ----
@@ -208,6 +223,7 @@ const handlers = {
     setPageUrl(msg.url);
     showLinks(msg.links);
     people.hello(msg);
+    control.hello(msg);
     input.setEnabled(Boolean(msg.canInput));
     // Once per page, not per reconnect.
     if (!msg.canInput && !greeted) {
@@ -219,6 +235,7 @@ const handlers = {
     ui.presence.textContent = String(msg.count);
     people.presence(msg);
     cursors.presence(Array.isArray(msg.participants) ? msg.participants : []);
+    control.presence(Array.isArray(msg.participants) ? msg.participants : []);
   },
   joined(msg) {
     if (greeted && msg.participant?.name) showNotice(`${msg.participant.name} joined`);
@@ -228,6 +245,9 @@ const handlers = {
   },
   chat(msg) {
     people.chat(msg);
+  },
+  control(msg) {
+    control.control(msg);
   },
   pointers(msg) {
     stats.pointers = msg.pointers ?? [];
