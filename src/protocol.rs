@@ -153,6 +153,26 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         denied: Option<&'a str>,
     },
+    /// Part of a participant's annotation stroke, in page CSS pixels (scroll included), so it
+    /// stays on what it was drawn on; `view` says where the page is on the screen.
+    Annotation {
+        id: &'a str,
+        stroke: u32,
+        kind: AnnotationKind,
+        points: &'a [[f64; 2]],
+    },
+    /// Where the page sits on the screen: its scroll offset and the CSS size the screen shows.
+    /// Sent when it changes (at most every 33 ms), for placing annotations.
+    View {
+        #[serde(rename = "scrollX")]
+        scroll_x: f64,
+        #[serde(rename = "scrollY")]
+        scroll_y: f64,
+        #[serde(rename = "cssWidth")]
+        css_width: f64,
+        #[serde(rename = "cssHeight")]
+        css_height: f64,
+    },
     /// This participant was removed by the owner; the socket closes next.
     Removed {
         reason: &'a str,
@@ -180,6 +200,19 @@ impl ServerMessage<'_> {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
 }
+
+/// How an annotation looks and how long it lasts (the viewer fades it out).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotationKind {
+    /// A short bright trail that fades within a second.
+    Laser,
+    /// A translucent freehand stroke that fades after a few seconds.
+    Highlight,
+}
+
+/// Points per `annotate` message at most.
+pub const MAX_ANNOTATION_POINTS: usize = 64;
 
 /// A control action (`{"t":"control","action":"grant","id":"p3"}`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -232,6 +265,13 @@ pub enum ClientMessage {
     },
     /// Asks for, grants, denies, releases or takes control, or (owner) sets the policy.
     Control(ControlAction),
+    /// Part of an annotation stroke: points (screen pixels) added to stroke `stroke` of this
+    /// participant. Any role: drawing over the screen is not acting on the page.
+    Annotate {
+        stroke: u32,
+        kind: AnnotationKind,
+        points: Vec<[f64; 2]>,
+    },
     /// Where this participant points on the screen (screen pixels, like `mouse`), or `gone`
     /// when the pointer left the screen. Any role: pointing is not acting.
     Pointer {

@@ -19,7 +19,7 @@ use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
 use crate::metrics::{Histogram, Summary};
 use crate::people::{self, ChatLog, ChatMessage};
-use crate::protocol::ControlAction;
+use crate::protocol::{AnnotationKind, ControlAction};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
@@ -758,6 +758,16 @@ impl SessionHandle {
         self.broadcast(&ServerMessage::Control {
             state: &state,
             denied,
+        });
+    }
+
+    /// Broadcasts part of an annotation stroke (page points) drawn by participant `id`.
+    pub fn annotate(&self, id: &str, stroke: u32, kind: AnnotationKind, points: &[[f64; 2]]) {
+        self.broadcast(&ServerMessage::Annotation {
+            id,
+            stroke,
+            kind,
+            points,
         });
     }
 

@@ -24,8 +24,8 @@ use crate::pacing::Pacer;
 use crate::people::{self, ChatError, RateLimit};
 use crate::protocol::{
     close, encode_update, flags, parse_client_message, ClientMessage, ServerMessage, UpdateHeader,
-    WirePointer, WireViewport, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, SUBPROTOCOL,
-    TOKEN_SUBPROTOCOL_PREFIX,
+    WirePointer, WireViewport, MAX_ANNOTATION_POINTS, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX,
 };
 use crate::session::{sleep_until_or_never, JoinError, Participant, Role, SessionHandle};
 
@@ -50,6 +50,9 @@ const POINTER_BURST: f64 = 30.0;
 const POINTER_PER_SEC: f64 = 60.0;
 /// How long a pointer position over the limit waits before it is applied anyway.
 const POINTER_HOLD: Duration = Duration::from_millis(50);
+/// Annotation messages a participant may send: a burst, then this many per second.
+const ANNOTATE_BURST: f64 = 30.0;
+const ANNOTATE_PER_SEC: f64 = 30.0;
 
 /// What a participant's reader tells its writer about acknowledgements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -382,6 +385,8 @@ async fn write_loop(
     // The others' pointers as last sent (screen pixels), and when the next send may go.
     let mut pointers_sent: Vec<(String, f64, f64)> = Vec::new();
     let mut pointers_not_before = Instant::now();
+    // Where the page sat on the screen when last told (`view`).
+    let mut view_sent: Option<[f64; 4]> = None;
     loop {
         // The screen: while the window is open, whatever this participant lacks goes out as one
         // update (see `pacing` for the slow-viewer policy).
@@ -436,16 +441,33 @@ async fn write_loop(
             latest.as_deref(),
             session,
         );
-        let pointer_wake = if placed == pointers_sent {
+        let view = latest.as_ref().map(|s| {
+            let g = &s.geometry;
+            [g.scroll_x, g.scroll_y, g.css_width, g.css_height]
+        });
+        let view_due = view.is_some() && view != view_sent;
+        let pointer_wake = if placed == pointers_sent && !view_due {
             None
         } else if Instant::now() >= pointers_not_before {
-            let wire: Vec<WirePointer<'_>> = placed
-                .iter()
-                .map(|(id, x, y)| WirePointer { id, x: *x, y: *y })
-                .collect();
-            w.send_json(&ServerMessage::Pointers { pointers: &wire })
+            if let Some([scroll_x, scroll_y, css_width, css_height]) = view.filter(|_| view_due) {
+                w.send_json(&ServerMessage::View {
+                    scroll_x,
+                    scroll_y,
+                    css_width,
+                    css_height,
+                })
                 .await?;
-            pointers_sent = placed;
+                view_sent = view;
+            }
+            if placed != pointers_sent {
+                let wire: Vec<WirePointer<'_>> = placed
+                    .iter()
+                    .map(|(id, x, y)| WirePointer { id, x: *x, y: *y })
+                    .collect();
+                w.send_json(&ServerMessage::Pointers { pointers: &wire })
+                    .await?;
+                pointers_sent = placed;
+            }
             pointers_not_before = Instant::now() + POINTER_EVERY;
             None
         } else {
@@ -569,6 +591,7 @@ async fn read_loop(
     let mut told_refusal: Option<Refusal> = None;
     let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
     let mut pointer_limit = RateLimit::new(POINTER_BURST, POINTER_PER_SEC, Instant::now());
+    let mut annotate_limit = RateLimit::new(ANNOTATE_BURST, ANNOTATE_PER_SEC, Instant::now());
     // A pointer position over the rate limit, and when it may be applied.
     let mut held_pointer: Option<(Instant, Option<(f64, f64)>)> = None;
     loop {
@@ -661,6 +684,36 @@ async fn read_loop(
                     let due = held_pointer.map_or(now + POINTER_HOLD, |(due, _)| due);
                     held_pointer = Some((due, at));
                 }
+                continue;
+            }
+            ClientMessage::Annotate {
+                stroke,
+                kind,
+                points,
+            } => {
+                if points.is_empty()
+                    || points.len() > MAX_ANNOTATION_POINTS
+                    || points.iter().flatten().any(|v| !v.is_finite())
+                {
+                    notice(
+                        "bad-message",
+                        &format!("an annotation needs 1 to {MAX_ANNOTATION_POINTS} finite points"),
+                    );
+                    continue;
+                }
+                if !annotate_limit.allow(Instant::now()) {
+                    // Dropped silently: a drawing is decoration, and fades anyway.
+                    continue;
+                }
+                let g = geometry();
+                let page: Vec<[f64; 2]> = points
+                    .iter()
+                    .map(|&[x, y]| {
+                        let (px, py) = g.to_page(x, y);
+                        [(px * 10.0).round() / 10.0, (py * 10.0).round() / 10.0]
+                    })
+                    .collect();
+                session.annotate(participant.id(), stroke, kind, &page);
                 continue;
             }
             ClientMessage::Name { name } => {

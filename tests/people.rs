@@ -466,3 +466,76 @@ async fn one_at_a_time_control_moves_by_request_grant_and_take_back() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_reach_everyone_anchored_to_the_page() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/scroll")).await;
+    site.report_of("ready").await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    agent.next_frame().await;
+    let mut supervisor = server.join_named(&id, &links.viewer, "Supervisor").await;
+    let sup_id = supervisor.hello["participant"].clone();
+    let view = agent.next_json("view").await;
+    assert_eq!(
+        (view["scrollY"].as_f64(), view["cssWidth"].as_f64()),
+        (Some(0.0), Some(1280.0))
+    );
+
+    // A viewer highlights something: everyone gets the stroke, in page coordinates.
+    supervisor
+        .send(json!({"t": "annotate", "stroke": 1, "kind": "highlight", "points": [[100, 100], [200, 150]]}))
+        .await;
+    let a = agent.next_json("annotation").await;
+    assert_eq!(a["id"], sup_id);
+    assert_eq!(a["kind"], "highlight");
+    assert_eq!(a["points"], json!([[100.0, 100.0], [200.0, 150.0]]));
+
+    // After a 200 px scroll, viewers are told where the page now is, and a laser drawn at the
+    // same screen point lands 200 px further down the page.
+    agent
+        .send(json!({"t": "wheel", "x": 400, "y": 400, "dy": 200}))
+        .await;
+    site.report_where(|r| r["type"] == "scroll" && r["y"] == 200)
+        .await;
+    agent.json_where("view", |v| v["scrollY"] == 200.0).await;
+    // The supervisor's geometry follows the same screen.
+    supervisor
+        .json_where("view", |v| v["scrollY"] == 200.0)
+        .await;
+    supervisor
+        .send(json!({"t": "annotate", "stroke": 2, "kind": "laser", "points": [[100, 100]]}))
+        .await;
+    let b = agent.json_where("annotation", |a| a["stroke"] == 2).await;
+    assert_eq!(b["points"], json!([[100.0, 300.0]]));
+
+    // Malformed strokes are refused with a notice; a flood is thinned; the session goes on.
+    supervisor
+        .send(json!({"t": "annotate", "stroke": 3, "kind": "laser", "points": []}))
+        .await;
+    supervisor
+        .json_where("notice", |n| n["code"] == "bad-message")
+        .await;
+    let too_many: Vec<[u32; 2]> = (0..65).map(|i| [i, i]).collect();
+    supervisor
+        .send(json!({"t": "annotate", "stroke": 3, "kind": "laser", "points": too_many}))
+        .await;
+    supervisor
+        .json_where("notice", |n| n["code"] == "bad-message")
+        .await;
+    for i in 0..200 {
+        supervisor
+            .send(json!({"t": "annotate", "stroke": 10 + i, "kind": "laser", "points": [[i, 5]]}))
+            .await;
+    }
+    supervisor
+        .send(json!({"t": "chat", "text": "done drawing"}))
+        .await;
+    agent
+        .json_where("chat", |m| m["text"] == "done drawing")
+        .await;
+    let drawn = agent.json_seen_count("annotation", |a| a["stroke"].as_u64().unwrap_or(0) >= 10);
+    assert!(drawn <= 40, "{drawn} of 200 flooded strokes went through");
+    server.stop().await;
+}

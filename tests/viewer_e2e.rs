@@ -407,6 +407,44 @@ async fn two_people_see_each_other_and_chat() {
     .await;
     assert_eq!(label, "Agent Smith");
 
+    // The customer picks the highlighter and drags across page pixels (300..500, 400): the
+    // stroke appears over the agent's screen there, and only there.
+    click_on(&customer, "button.tool[data-tool=highlight]").await;
+    let from = aim(&customer, 300.0, 400.0).await.client;
+    let to = aim(&customer, 500.0, 400.0).await.client;
+    support::viewer::mouse(
+        &customer,
+        DispatchMouseEventType::MousePressed,
+        from,
+        MouseButton::Left,
+        1,
+    )
+    .await;
+    for i in 1..=10 {
+        let f = f64::from(i) / 10.0;
+        let at = (from.0 + (to.0 - from.0) * f, from.1);
+        support::viewer::mouse(
+            &customer,
+            DispatchMouseEventType::MouseMoved,
+            at,
+            MouseButton::Left,
+            0,
+        )
+        .await;
+    }
+    support::viewer::mouse(
+        &customer,
+        DispatchMouseEventType::MouseReleased,
+        to,
+        MouseButton::Left,
+        1,
+    )
+    .await;
+    until(&agent, "(() => { const c = document.getElementById('annotations'); return c.width > 0 && c.getContext('2d').getImageData(400, 400, 1, 1).data[3] > 0; })()").await;
+    let stray = eval(&agent, "document.getElementById('annotations').getContext('2d').getImageData(400, 200, 1, 1).data[3]").await;
+    assert_eq!(stray, 0, "nothing drawn away from the stroke");
+    click_on(&customer, "button.tool[data-tool=highlight]").await;
+
     // The customer opens the panel, types a message with markup in it and presses Enter.
     click_on(&customer, "#side-toggle").await;
     until(&customer, "!document.getElementById('side').hidden").await;

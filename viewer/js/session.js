@@ -6,6 +6,7 @@ import { InputCapture } from './input.js';
 import { PeoplePanel, initialName } from './people.js';
 import { PointerShare, RemoteCursors } from './cursors.js';
 import { ControlPanel } from './control.js';
+import { Annotations } from './annotate.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -91,6 +92,15 @@ const people = new PeoplePanel(
 );
 if (kiosk) people.setOpen(false);
 new PointerShare(ui.canvas, (msg) => conn.send(msg));
+const annotations = new Annotations(
+  {
+    layer: $('annotations'),
+    screen: ui.canvas,
+    stage: ui.stage,
+    buttons: [...document.querySelectorAll('button.tool')],
+  },
+  (msg) => conn.send(msg),
+);
 const control = new ControlPanel(
   {
     indicator: $('control-state'),
@@ -224,6 +234,7 @@ const handlers = {
     showLinks(msg.links);
     people.hello(msg);
     control.hello(msg);
+    annotations.hello(msg);
     input.setEnabled(Boolean(msg.canInput));
     // Once per page, not per reconnect.
     if (!msg.canInput && !greeted) {
@@ -236,6 +247,7 @@ const handlers = {
     people.presence(msg);
     cursors.presence(Array.isArray(msg.participants) ? msg.participants : []);
     control.presence(Array.isArray(msg.participants) ? msg.participants : []);
+    annotations.presence(Array.isArray(msg.participants) ? msg.participants : []);
   },
   joined(msg) {
     if (greeted && msg.participant?.name) showNotice(`${msg.participant.name} joined`);
@@ -248,6 +260,13 @@ const handlers = {
   },
   control(msg) {
     control.control(msg);
+  },
+  view(msg) {
+    annotations.view(msg);
+  },
+  annotation(msg) {
+    stats.annotations = (stats.annotations ?? 0) + 1;
+    annotations.annotation(msg);
   },
   pointers(msg) {
     stats.pointers = msg.pointers ?? [];
