@@ -6,14 +6,18 @@ mod support;
 use serde_json::{json, Value};
 use support::{Participant, TestServer, TestSite};
 
+/// Field `key` of every object in the array `list`, in order.
+fn field_of_each(list: &Value, key: &str) -> Vec<String> {
+    list.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e[key].as_str().expect("string field").to_string())
+        .collect()
+}
+
 /// The names in a presence message, in order.
 fn names(presence: &Value) -> Vec<String> {
-    presence["participants"]
-        .as_array()
-        .expect("participants")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name").to_string())
-        .collect()
+    field_of_each(&presence["participants"], "name")
 }
 
 /// Waits for a presence message listing exactly `expected` (names, in join order).
@@ -42,16 +46,14 @@ async fn participants_see_each_other_by_name_colour_and_role() {
     for p in [&mut agent, &mut customer, &mut supervisor] {
         let presence = presence_of(p, &everyone).await;
         let list = presence["participants"].as_array().expect("list");
-        let roles: Vec<&str> = list
-            .iter()
-            .map(|e| e["role"].as_str().expect("role"))
-            .collect();
-        assert_eq!(roles, ["owner", "controller", "viewer"]);
-        let mut colours: Vec<&str> = list
-            .iter()
-            .map(|e| e["color"].as_str().expect("colour"))
-            .collect();
-        colours.dedup();
+        assert_eq!(
+            field_of_each(&presence["participants"], "role"),
+            ["owner", "controller", "viewer"]
+        );
+        let colours: std::collections::HashSet<String> =
+            field_of_each(&presence["participants"], "color")
+                .into_iter()
+                .collect();
         assert_eq!(colours.len(), 3, "one colour each: {presence}");
         assert!(list
             .iter()
@@ -59,13 +61,7 @@ async fn participants_see_each_other_by_name_colour_and_role() {
     }
     // The API lists them too.
     let (_, info) = server.session_json(&id).await;
-    let api_names: Vec<&str> = info["presence"]
-        .as_array()
-        .expect("presence")
-        .iter()
-        .map(|e| e["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(api_names, everyone);
+    assert_eq!(field_of_each(&info["presence"], "name"), everyone);
 
     // A rename shows everywhere; an empty one is refused with a notice.
     customer
@@ -142,13 +138,7 @@ async fn chat_is_delivered_in_order_as_text_and_replayed_to_late_joiners() {
     // A late joiner gets the conversation so far.
     let mut supervisor = server.join(&id, &links.viewer).await;
     let history = supervisor.next_json("chatHistory").await;
-    let replayed: Vec<&str> = history["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["text"].as_str().expect("text"))
-        .collect();
-    assert_eq!(replayed, texts);
+    assert_eq!(field_of_each(&history["messages"], "text"), texts);
     // Viewers may chat even though they cannot touch the page.
     supervisor
         .send(json!({"t": "chat", "text": "Looks good"}))
