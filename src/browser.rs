@@ -357,6 +357,22 @@ pub struct Capturer {
 }
 
 impl Capturer {
+    /// The CSS cursor the page shows at viewport point (`x`, `y`) in CSS pixels, as computed
+    /// (`auto` resolved to `text` over text and editable fields, like a browser does). Raw: pass
+    /// it through [`crate::input::cursor_keyword`] before showing it anywhere.
+    pub async fn cursor_at(&self, x: f64, y: f64) -> Result<String, BrowserError> {
+        let js = format!(
+            "((x, y) => {{ const el = document.elementFromPoint(x, y); if (!el) return 'default'; \
+             const c = getComputedStyle(el).cursor; if (c !== 'auto') return c; \
+             const plain = ['button','submit','reset','checkbox','radio','range','color','file','image']; \
+             if (el.isContentEditable || el.tagName === 'TEXTAREA' || (el.tagName === 'INPUT' && !plain.includes(el.type))) return 'text'; \
+             const r = document.caretRangeFromPoint && document.caretRangeFromPoint(x, y); \
+             return r && r.startContainer.nodeType === 3 && r.startContainer.textContent.trim() ? 'text' : 'default'; }})({x}, {y})"
+        );
+        let result = self.page.evaluate(js).await?;
+        Ok(result.into_value::<String>().unwrap_or_default())
+    }
+
     /// One frame taken as a screenshot, with the scroll position: for checking a quiet
     /// screencast, and instead of it while it is broken. Slower than a screencast frame (tens of
     /// ms of Chromium's time).

@@ -337,6 +337,62 @@ fn single_digit(s: &str) -> Option<u32> {
     }
 }
 
+/// CSS cursor keywords a viewer may show. Anything else the page asks for (`url(…)` images
+/// included: they would make viewers fetch from the page's origin) falls back to its last
+/// keyword, else `default`.
+const CURSORS: [&str; 36] = [
+    "default",
+    "pointer",
+    "text",
+    "crosshair",
+    "move",
+    "grab",
+    "grabbing",
+    "not-allowed",
+    "wait",
+    "progress",
+    "help",
+    "col-resize",
+    "row-resize",
+    "n-resize",
+    "s-resize",
+    "e-resize",
+    "w-resize",
+    "ne-resize",
+    "nw-resize",
+    "se-resize",
+    "sw-resize",
+    "ew-resize",
+    "ns-resize",
+    "nesw-resize",
+    "nwse-resize",
+    "zoom-in",
+    "zoom-out",
+    "context-menu",
+    "cell",
+    "vertical-text",
+    "alias",
+    "copy",
+    "no-drop",
+    "all-scroll",
+    "none",
+    "auto",
+];
+
+/// The cursor keyword to show for a computed CSS `cursor` value.
+pub fn cursor_keyword(raw: &str) -> &'static str {
+    let last = raw
+        .rsplit(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match CURSORS.iter().find(|&&c| c == last) {
+        Some(&"auto") | None => "default",
+        Some(c) => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +436,20 @@ mod tests {
             ..GEOMETRY
         };
         assert_eq!(offset.to_css(0.0, 10.0), (0.0, 70.0));
+    }
+
+    #[test]
+    fn cursors_are_keywords_only() {
+        assert_eq!(cursor_keyword("pointer"), "pointer");
+        assert_eq!(cursor_keyword("TEXT"), "text");
+        assert_eq!(
+            cursor_keyword("url(https://evil.example/c.png) 4 4, pointer"),
+            "pointer"
+        );
+        assert_eq!(cursor_keyword("url(x.cur)"), "default");
+        assert_eq!(cursor_keyword("-webkit-grab"), "default");
+        assert_eq!(cursor_keyword("auto"), "default");
+        assert_eq!(cursor_keyword(""), "default");
     }
 
     #[test]

@@ -173,6 +173,11 @@ pub enum ServerMessage<'a> {
         #[serde(rename = "cssHeight")]
         css_height: f64,
     },
+    /// The page's own cursor where this participant's mouse is (a CSS keyword: `default`,
+    /// `pointer`, `text`, …), for them only; sent when it changes.
+    Cursor {
+        shape: &'a str,
+    },
     /// This participant was removed by the owner; the socket closes next.
     Removed {
         reason: &'a str,

@@ -44,6 +44,9 @@ const QUIET_CHECK: Duration = Duration::from_secs(2);
 const QUIET_CHECK_MAX: Duration = Duration::from_secs(30);
 /// An input whose screen change has not come within this long is not timed.
 const INPUT_ANSWER_WINDOW: Duration = Duration::from_secs(1);
+/// Screencast frames within this long after a check are taken for its echo (the screenshot
+/// makes Chromium paint); longer than the 1 s the driver looks at the frame count.
+const CHECK_ECHO: Duration = Duration::from_millis(1500);
 /// How long a check that saw a difference waits for a frame a healthy screencast would send.
 const CHECK_GRACE: Duration = Duration::from_millis(300);
 /// While the screencast is broken (until the next main-frame navigation, which brings a new
@@ -266,6 +269,8 @@ struct Shared {
     pointers: watch::Sender<Pointers>,
     /// Who may act on the page.
     control: Mutex<Control>,
+    /// Asks the page things (the cursor under a pointer) without going through the driver.
+    probe: Capturer,
     /// Scheme/host/port join links start with.
     links_base: String,
     max_participants: usize,
@@ -371,6 +376,7 @@ impl SessionHandle {
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
+            probe: browser.capturer(),
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
@@ -761,6 +767,20 @@ impl SessionHandle {
         });
     }
 
+    /// The cursor keyword the page shows at viewport point (`x`, `y`) (CSS pixels); `None` when
+    /// the page does not answer within 500 ms.
+    pub async fn cursor_at(&self, x: f64, y: f64) -> Option<&'static str> {
+        let probe = self.shared.probe.cursor_at(x, y);
+        match tokio::time::timeout(Duration::from_millis(500), probe).await {
+            Ok(Ok(raw)) => Some(crate::input::cursor_keyword(&raw)),
+            Ok(Err(e)) => {
+                debug!(error = %e, "cursor probe failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Broadcasts part of an annotation stroke (page points) drawn by participant `id`.
     pub fn annotate(&self, id: &str, stroke: u32, kind: AnnotationKind, points: &[[f64; 2]]) {
         self.broadcast(&ServerMessage::Annotation {
@@ -1089,6 +1109,8 @@ impl Driver {
         // task answers whether the page shows something the screen does not.
         let mut checking: Option<u64> = None;
         let (check_tx, mut check_rx) = mpsc::channel::<bool>(1);
+        // Until when screencast frames are the echo of a check's screenshot.
+        let mut own_frames_until = Instant::now();
         let capturer = browser.capturer();
         // Whether the screen comes from screenshots because the screencast is broken.
         let mut polling = false;
@@ -1114,8 +1136,12 @@ impl Driver {
                     self.handle.control_tick();
                     let now_seen = frames_received(shared);
                     if now_seen != quiet.0 {
+                        // A screenshot makes Chromium paint, so a check brings a screencast frame
+                        // of its own: that one does not make the page busy again.
+                        if checking.is_none() && Instant::now() > own_frames_until {
+                            check_after = QUIET_CHECK;
+                        }
                         quiet = (now_seen, Instant::now());
-                        check_after = QUIET_CHECK;
                     } else if screencasting && !polling && checking.is_none() && quiet.1.elapsed() >= check_after {
                         debug!(frames = now_seen, version = current_version(&shared.screen), "no frame for {check_after:?}; checking with a screenshot");
                         checking = Some(now_seen);
@@ -1134,6 +1160,7 @@ impl Driver {
                         shared.stats.polling.store(true, Ordering::Relaxed);
                     } else if !differs {
                         check_after = (check_after * 2).min(QUIET_CHECK_MAX);
+                        own_frames_until = Instant::now() + CHECK_ECHO;
                     }
                     sync = false;
                 }

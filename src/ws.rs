@@ -19,7 +19,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::api::{AppError, AppState};
 use crate::control::Refusal;
-use crate::input;
+use crate::input::{self, Input, MouseKind};
 use crate::pacing::Pacer;
 use crate::people::{self, ChatError, RateLimit};
 use crate::protocol::{
@@ -50,6 +50,8 @@ const POINTER_BURST: f64 = 30.0;
 const POINTER_PER_SEC: f64 = 60.0;
 /// How long a pointer position over the limit waits before it is applied anyway.
 const POINTER_HOLD: Duration = Duration::from_millis(50);
+/// The page's cursor under a participant's mouse is looked up at most this often.
+const CURSOR_PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Annotation messages a participant may send: a burst, then this many per second.
 const ANNOTATE_BURST: f64 = 30.0;
 const ANNOTATE_PER_SEC: f64 = 30.0;
@@ -112,6 +114,60 @@ pub async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| debug!(error = %e, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| serve(socket, participant).instrument(span))
+}
+
+/// Keeps a participant told of the page's cursor under their mouse: the page is asked at most
+/// every [`CURSOR_PROBE_EVERY`], one question at a time, always for the latest position, and
+/// only a change is sent.
+#[derive(Default)]
+struct CursorProbe {
+    /// The latest mouse position not asked about yet (viewport CSS pixels), and when to ask.
+    pending: Option<((f64, f64), Instant)>,
+    last_asked: Option<Instant>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    shown: Arc<std::sync::Mutex<&'static str>>,
+}
+
+impl CursorProbe {
+    fn at(&mut self, x: f64, y: f64) {
+        let due = self
+            .last_asked
+            .map_or_else(Instant::now, |t| t + CURSOR_PROBE_EVERY);
+        self.pending = Some(((x, y), due));
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.pending.map(|(_, due)| due)
+    }
+
+    fn fire(&mut self, session: &SessionHandle, to_writer: &mpsc::Sender<Outgoing>) {
+        let Some(((x, y), _)) = self.pending else {
+            return;
+        };
+        if self.busy.swap(true, Ordering::AcqRel) {
+            // The previous answer is not in yet: ask again shortly.
+            self.pending = Some(((x, y), Instant::now() + CURSOR_PROBE_EVERY));
+            return;
+        }
+        self.pending = None;
+        self.last_asked = Some(Instant::now());
+        let (session, to_writer) = (session.clone(), to_writer.clone());
+        let (busy, shown) = (self.busy.clone(), self.shown.clone());
+        tokio::spawn(async move {
+            if let Some(shape) = session.cursor_at(x, y).await {
+                let changed = {
+                    let mut shown = shown.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::replace(&mut *shown, shape) != shape
+                };
+                if changed {
+                    let json = ServerMessage::Cursor { shape }.to_json();
+                    // Advisory, like notices: a full queue loses one cursor change.
+                    let _ = to_writer.try_send(Outgoing::Notice(Arc::from(json)));
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// Whether input may go on; otherwise tells the participant why, once per reason (a viewer
@@ -592,6 +648,7 @@ async fn read_loop(
     let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
     let mut pointer_limit = RateLimit::new(POINTER_BURST, POINTER_PER_SEC, Instant::now());
     let mut annotate_limit = RateLimit::new(ANNOTATE_BURST, ANNOTATE_PER_SEC, Instant::now());
+    let mut cursor_probe = CursorProbe::default();
     // A pointer position over the rate limit, and when it may be applied.
     let mut held_pointer: Option<(Instant, Option<(f64, f64)>)> = None;
     loop {
@@ -599,6 +656,10 @@ async fn read_loop(
             read = tokio::time::timeout(READ_TIMEOUT, stream.next()) => read,
             // The newest pointer position held back by the rate limit goes out in its turn: a
             // pointer always ends where the participant left it.
+            _ = sleep_until_or_never(cursor_probe.due()) => {
+                cursor_probe.fire(session, &to_writer);
+                continue;
+            }
             _ = sleep_until_or_never(held_pointer.map(|(due, _)| due)) => {
                 if let Some((_, at)) = held_pointer.take() {
                     pointer_limit.allow(Instant::now());
@@ -752,6 +813,11 @@ async fn read_loop(
         };
         match input {
             Ok(input) => {
+                if let Input::Mouse { x, y, kind, .. } = &input {
+                    if *kind != MouseKind::Released {
+                        cursor_probe.at(*x, *y);
+                    }
+                }
                 if session.send_input(input).await.is_err() {
                     return Ok(());
                 }

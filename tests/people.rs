@@ -529,3 +529,30 @@ async fn annotations_reach_everyone_anchored_to_the_page() {
     assert!(drawn <= 40, "{drawn} of 200 flooded strokes went through");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_cursor_under_the_mouse_is_shown_to_whoever_moves_it() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/cursors")).await;
+    site.report_of("ready").await;
+    let mut customer = server.join_named(&id, &links.controller, "Customer").await;
+    customer.next_frame().await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    for (x, shape) in [
+        (150.0, "text"),
+        (500.0, "pointer"),
+        (800.0, "move"),
+        (1100.0, "default"),
+        (150.0, "text"),
+    ] {
+        customer.mouse("move", x, 100.0, "none", 0).await;
+        customer.json_where("cursor", |c| c["shape"] == shape).await;
+    }
+    // Only the one who moved the mouse is told.
+    assert_eq!(agent.json_seen_count("cursor", |_| true), 0);
+    agent.send(json!({"t": "chat", "text": "sync"})).await;
+    agent.json_where("chat", |m| m["text"] == "sync").await;
+    assert_eq!(agent.json_seen_count("cursor", |_| true), 0);
+    server.stop().await;
+}

@@ -676,6 +676,11 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
             .route("/text", get(|| async { page(&text_page()) }))
+            // Areas with different cursors, left to right: text, pointer, a url() cursor with a
+            // `move` fallback, then the plain page.
+            .route("/cursors", get(|| async {
+                page(r##"<body style="margin:0"><textarea style="position:absolute;left:0;top:0;width:300px;height:200px;border:0"></textarea><a href="#x" style="position:absolute;left:400px;top:0;display:block;width:200px;height:200px;background:#ccc">link</a><div style="position:absolute;left:700px;top:0;width:200px;height:200px;background:#eee;cursor:url(http://127.0.0.1:9/c.png) 2 2, move"></div></body>"##)
+            }))
             // The same text, no textarea: no caret blinks, nothing changes once painted.
             .route("/article", get(|| async {
                 let text = text_page();

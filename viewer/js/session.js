@@ -264,6 +264,10 @@ const handlers = {
   view(msg) {
     annotations.view(msg);
   },
+  cursor(msg) {
+    // The page's own cursor under our mouse; keywords only (the server sends nothing else).
+    if (typeof msg.shape === 'string' && /^[a-z-]+$/.test(msg.shape)) ui.canvas.style.cursor = msg.shape;
+  },
   annotation(msg) {
     stats.annotations = (stats.annotations ?? 0) + 1;
     annotations.annotation(msg);
