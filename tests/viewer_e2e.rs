@@ -486,3 +486,80 @@ async fn two_people_see_each_other_and_chat() {
         .await
         .expect("server stops");
 }
+
+/// Sends one touch event with the given fingers (id, client point) to the viewer page.
+async fn touch(
+    page: &chromiumoxide::Page,
+    kind: chromiumoxide::cdp::browser_protocol::input::DispatchTouchEventType,
+    fingers: &[(f64, (f64, f64))],
+) {
+    use chromiumoxide::cdp::browser_protocol::input::{DispatchTouchEventParams, TouchPoint};
+    let points = fingers
+        .iter()
+        .map(|&(id, (x, y))| {
+            let mut p = TouchPoint::new(x, y);
+            p.id = Some(id);
+            p
+        })
+        .collect::<Vec<_>>();
+    page.execute(DispatchTouchEventParams::new(kind.clone(), points))
+        .await
+        .unwrap_or_else(|e| panic!("touch event {kind:?} {fingers:?}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_a_long_press_is_a_right_click_and_two_fingers_zoom_the_view() {
+    use chromiumoxide::cdp::browser_protocol::input::DispatchTouchEventType as Touch;
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/e2e")).await;
+    site.report_of("ready").await;
+    let phone = ViewerBrowser::launch(420, 800).await;
+    let link = format!("{}/s/{id}#token={}", server.url(""), links.controller);
+    let page = phone
+        .browser
+        .new_page(link.as_str())
+        .await
+        .expect("open link");
+    painted(&page, 0).await;
+
+    // Held still for longer than a tap: the page gets a right click (its context menu) there.
+    let target = aim(&page, 700.0, 400.0).await;
+    touch(&page, Touch::TouchStart, &[(1.0, target.client)]).await;
+    // The hold itself is the gesture being tested, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    touch(&page, Touch::TouchEnd, &[(1.0, target.client)]).await;
+    let menu = site.report_of("contextmenu").await;
+    assert_hit(&menu, &target);
+    assert_eq!(menu["button"], 2);
+
+    // Two fingers spread apart: the view zooms in (locally; the page is not touched).
+    let centre = aim(&page, 640.0, 360.0).await.client;
+    let spread = |d: f64| {
+        [
+            (1.0, (centre.0 - d, centre.1)),
+            (2.0, (centre.0 + d, centre.1)),
+        ]
+    };
+    touch(&page, Touch::TouchStart, &spread(20.0)[..1]).await;
+    touch(&page, Touch::TouchStart, &spread(20.0)).await;
+    for d in [30.0, 40.0, 50.0, 60.0] {
+        touch(&page, Touch::TouchMove, &spread(d)).await;
+    }
+    touch(&page, Touch::TouchEnd, &spread(60.0)).await;
+    let scale = eval(&page, "window.cobrowse.zoom()")
+        .await
+        .as_f64()
+        .expect("scale");
+    assert!(scale > 2.5, "zoomed to {scale}");
+    // A tap on the zoomed screen still lands on the page pixel under the finger.
+    let target = aim(&page, 660.0, 370.0).await;
+    touch(&page, Touch::TouchStart, &[(3.0, target.client)]).await;
+    touch(&page, Touch::TouchEnd, &[(3.0, target.client)]).await;
+    let down = site.report_of("mousedown").await;
+    assert_hit(&down, &target);
+    phone.close().await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("server stops");
+}

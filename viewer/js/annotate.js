@@ -47,6 +47,7 @@ export class Annotations {
     stage.addEventListener('mousedown', (e) => this.#swallow(e), opts);
     stage.addEventListener('mouseup', (e) => this.#swallow(e), opts);
     new ResizeObserver(() => this.#redraw()).observe(screen);
+    window.addEventListener('resize', () => this.#redraw());
   }
 
   hello(msg) {

@@ -58,6 +58,8 @@ export class RemoteCursors {
     this.#layer = layer;
     this.#canvas = canvas;
     new ResizeObserver(() => this.#place(this.#last)).observe(canvas);
+    // A pinch zoom moves the canvas without resizing it; the zoom announces it as a resize.
+    window.addEventListener('resize', () => this.#place(this.#last));
   }
 
   presence(list) {

@@ -4,6 +4,8 @@
 const BUTTON_NAMES = ['left', 'middle', 'right'];
 const TAP_SLOP_PX = 10;
 const TAP_MAX_MS = 500;
+/** A finger held this long without moving is a right click (the page's context menu). */
+const LONG_PRESS_MS = 550;
 const LINE_PX = 40;
 const TEXT_CHUNK = 4096; // protocol limit for one `text` message, in characters
 const MODIFIER_KEYS = new Set(['Alt', 'AltGraph', 'Control', 'Meta', 'Shift', 'CapsLock', 'OS']);
@@ -230,10 +232,34 @@ export class InputCapture {
     } catch {
       // capture is a convenience; without it the finger just stops being tracked off-canvas
     }
-    this.#touch = {
+    const touch = {
       id: e.pointerId, startX: e.clientX, startY: e.clientY, startT: e.timeStamp,
-      lastX: e.clientX, lastY: e.clientY, dragging: false,
+      lastX: e.clientX, lastY: e.clientY, dragging: false, longPressed: false, timer: 0,
     };
+    touch.timer = setTimeout(() => this.#longPress(touch), LONG_PRESS_MS);
+    this.#touch = touch;
+  }
+
+  /** Held still: a right click where the finger is, and the tap that would follow is dropped. */
+  #longPress(t) {
+    if (this.#touch !== t || t.dragging || !this.#isReady()) return;
+    const point = this.#toImage(t.startX, t.startY);
+    if (!point) return;
+    t.longPressed = true;
+    this.#flush();
+    const base = { t: 'mouse', ...point, clicks: 1, mods: 0 };
+    this.#send({ ...base, type: 'move', button: 'none', buttons: 0, clicks: 0 });
+    this.#send({ ...base, type: 'down', button: 'right', buttons: 2 });
+    this.#send({ ...base, type: 'up', button: 'right', buttons: 0 });
+  }
+
+  /** Forgets the finger being tracked (a second finger started a pinch of the view). */
+  cancelTouch() {
+    const t = this.#touch;
+    if (!t) return;
+    clearTimeout(t.timer);
+    this.#touch = null;
+    this.#flush();
   }
 
   #onPointerMove(e) {
@@ -242,6 +268,7 @@ export class InputCapture {
     if (!t.dragging) {
       if (Math.hypot(e.clientX - t.startX, e.clientY - t.startY) <= TAP_SLOP_PX) return;
       t.dragging = true; // the first scroll includes the slop, so content stays under the finger
+      clearTimeout(t.timer);
     }
     if (!this.#isReady()) return;
     const point = this.#toImage(e.clientX, e.clientY);
@@ -258,7 +285,8 @@ export class InputCapture {
     const t = this.#touch;
     if (!t || e.pointerId !== t.id) return;
     this.#touch = null;
-    if (t.dragging || e.timeStamp - t.startT > TAP_MAX_MS || !this.#isReady()) {
+    clearTimeout(t.timer);
+    if (t.longPressed || t.dragging || e.timeStamp - t.startT > TAP_MAX_MS || !this.#isReady()) {
       this.#flush();
       return;
     }
@@ -273,7 +301,7 @@ export class InputCapture {
   }
 
   #onPointerCancel(e) {
-    if (this.#touch?.id === e.pointerId) this.#touch = null;
+    if (this.#touch?.id === e.pointerId) this.cancelTouch();
     this.#flush();
   }
 

@@ -7,6 +7,7 @@ import { PeoplePanel, initialName } from './people.js';
 import { PointerShare, RemoteCursors } from './cursors.js';
 import { ControlPanel } from './control.js';
 import { Annotations } from './annotate.js';
+import { ViewZoom } from './zoom.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -92,6 +93,9 @@ const people = new PeoplePanel(
 );
 if (kiosk) people.setOpen(false);
 new PointerShare(ui.canvas, (msg) => conn.send(msg));
+// Two fingers zoom the view; the one-finger scroll in progress, if any, stops.
+const zoom = new ViewZoom(ui.stage, ui.canvas, () => input.cancelTouch());
+stats.zoom = () => zoom.scale;
 const annotations = new Annotations(
   {
     layer: $('annotations'),
