@@ -268,6 +268,8 @@ pub enum ClientMessage {
     Remove {
         id: String,
     },
+    /// Owner only: end the session for everyone.
+    End,
     /// Asks for, grants, denies, releases or takes control, or (owner) sets the policy.
     Control(ControlAction),
     /// Part of an annotation stroke: points (screen pixels) added to stroke `stroke` of this

@@ -783,6 +783,15 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::End => {
+                if participant.role() == Role::Owner {
+                    info!("the owner ended the session");
+                    session.end("the owner ended the session");
+                } else {
+                    notice("not-allowed", "only the session owner can end the session");
+                }
+                continue;
+            }
             ClientMessage::Remove { id } => {
                 if participant.role() != Role::Owner {
                     notice(

@@ -556,3 +556,36 @@ async fn the_page_cursor_under_the_mouse_is_shown_to_whoever_moves_it() {
     assert_eq!(agent.json_seen_count("cursor", |_| true), 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_ends_the_session_for_everyone() {
+    let site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/text")).await;
+    let mut agent = server.join_named(&id, &links.owner, "Agent").await;
+    let mut customer = server.join_named(&id, &links.controller, "Customer").await;
+    customer.send(json!({"t": "end"})).await;
+    customer
+        .json_where("notice", |n| n["code"] == "not-allowed")
+        .await;
+    agent.send(json!({"t": "end"})).await;
+    for p in [&mut agent, &mut customer] {
+        let ended = p.next_json("ended").await;
+        assert_eq!(ended["reason"], "the owner ended the session");
+        while p.next_message().await.is_some_and(|m| !m.is_close()) {}
+        assert_eq!(
+            p.closed_with,
+            Some(cobrowse::protocol::close::SESSION_ENDED)
+        );
+    }
+    // Unregistered once its browser is closed.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while server.session_json(&id).await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session is still listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // polling the API
+    }
+    server.stop().await;
+}

@@ -311,6 +311,10 @@ conn.onState(setState);
 // ---- page wiring ----
 
 ui.noticeClose.addEventListener('click', hideNotice);
+// The share panel is the owner's: so is ending the session for everyone.
+$('end-session').addEventListener('click', () => {
+  if (window.confirm('End this session for everyone? The shared browser will be closed.')) conn.send({ t: 'end' });
+});
 for (const button of document.querySelectorAll('button.copy')) {
   button.addEventListener('click', () => copyLink(button));
 }
