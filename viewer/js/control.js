@@ -73,7 +73,7 @@ export class ControlPanel {
     els.policy.hidden = !owner;
     els.policy.value = policy;
     const asked = requests.includes(this.#me);
-    els.request.hidden = !exclusive || holder === this.#me || asked;
+    els.request.hidden = owner || !exclusive || holder === this.#me || asked; // the owner takes
     els.release.hidden = !exclusive || (holder !== this.#me && !asked);
     els.release.textContent = asked ? 'Withdraw request' : 'Release control';
     els.take.hidden = !owner || !exclusive || holder === this.#me;
