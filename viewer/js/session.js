@@ -240,9 +240,12 @@ const handlers = {
     control.hello(msg);
     annotations.hello(msg);
     input.setEnabled(Boolean(msg.canInput));
-    // Once per page, not per reconnect.
-    if (!msg.canInput && !greeted) {
-      showNotice('View only: you can watch this session but not control it.');
+    // Once per page, not per reconnect. Never a modal: whoever just wants to look, looks.
+    if (!greeted) {
+      const named = conn.name ? '' : ` You appear as ${msg.name}: change it under People & chat.`;
+      const viewOnly = msg.canInput ? '' : 'View only: you can watch this session but not control it.';
+      const text = `${viewOnly}${named}`.trim();
+      if (text) showNotice(text);
     }
     greeted = true;
   },
