@@ -360,6 +360,7 @@ async fn one_at_a_time_control_moves_by_request_grant_and_take_back() {
     for p in [&mut agent, &mut customer, &mut supervisor] {
         control_held_by(p, &customer_id).await;
     }
+    customer.click(100.0, 100.0).await; // focus the textarea, as a person would
     customer.type_text("ab").await;
     site.report_where(|r| r["type"] == "input" && r["value"] == "ab")
         .await;

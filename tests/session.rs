@@ -206,6 +206,7 @@ async fn typing_and_scrolling_send_changes_and_moves_and_converge_exactly() {
     if !painted(&first.image) {
         owner.frame_where(|f| painted(&f.image)).await;
     }
+    owner.click(200.0, 110.0).await; // into the textarea, as a person would before typing
     owner.converge(&server, &id).await;
 
     // Typing: the updates carry small rectangles, never the whole screen.
