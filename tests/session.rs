@@ -283,6 +283,7 @@ async fn a_reconnecting_viewer_gets_the_whole_screen() {
     let mut viewer = server.join(&id, &links.viewer).await;
     viewer.next_frame().await;
     drop(viewer);
+    owner.click(200.0, 110.0).await; // into the textarea
     owner.type_text("x").await;
     site.report_where(|r| r["type"] == "input").await;
     let mut again = server.join(&id, &links.viewer).await;
