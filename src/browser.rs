@@ -111,7 +111,12 @@ impl Browser {
                 // the previous page on screen after a navigation until the new one paints
                 // "contentful" content or gets input: on a loaded machine a page of plain boxes
                 // stayed blank for good (rAF running, screenshots blank too) until a key press.
-                .arg(("disable-features", "PaintHolding"));
+                // The cross-origin variant is a feature of its own, and the first navigation
+                // (from about:blank) is cross-origin.
+                .arg((
+                    "disable-features",
+                    ["PaintHolding", "PaintHoldingCrossOrigin"].as_slice(),
+                ));
             if rustix::process::geteuid().is_root() {
                 // Chromium refuses to start as root with its sandbox on.
                 builder = builder.no_sandbox();
