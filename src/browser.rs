@@ -232,9 +232,10 @@ impl Browser {
         }
     }
 
-    /// A handle that takes screenshots of the page, usable from another task.
-    pub fn capturer(&self) -> Capturer {
-        Capturer {
+    /// A handle that asks the page things (a screenshot, the cursor under a point), usable from
+    /// other tasks.
+    pub fn probe(&self) -> PageProbe {
+        PageProbe {
             page: self.page.clone(),
             quality: self.options.jpeg_quality,
         }
@@ -354,14 +355,14 @@ impl Browser {
     }
 }
 
-/// Takes screenshots of a session's page (see [`Browser::capturer`]).
+/// Asks a session's page for a screenshot or the cursor under a point (see [`Browser::probe`]).
 #[derive(Clone)]
-pub struct Capturer {
+pub struct PageProbe {
     page: Page,
     quality: u8,
 }
 
-impl Capturer {
+impl PageProbe {
     /// The CSS cursor the page shows at viewport point (`x`, `y`) in CSS pixels, as computed
     /// (`auto` resolved to `text` over text and editable fields, like a browser does). Raw: pass
     /// it through [`crate::input::cursor_keyword`] before showing it anywhere.

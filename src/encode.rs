@@ -314,7 +314,7 @@ impl EncodeCache {
     /// encoding instead of repeating it.
     pub async fn get(&self, snapshot: Arc<Snapshot>, plan: Plan) -> Option<Arc<Encoded>> {
         let cell = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = crate::lock(&self.entries);
             match entries.iter().find(|(p, _)| *p == plan) {
                 Some((_, cell)) => cell.clone(),
                 None => {

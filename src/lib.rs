@@ -36,3 +36,9 @@ pub mod session;
 pub mod tiles;
 pub mod token;
 pub mod ws;
+
+/// Locks a mutex whose data every writer leaves consistent (single assignments or map
+/// operations), so a panic elsewhere while it was held does not make it unusable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -69,7 +69,7 @@ impl Registry {
     fn table(&self) -> MutexGuard<'_, Table> {
         // Every write under this lock is a single map or counter operation: a poisoned lock still
         // holds a consistent table.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.table)
     }
 
     pub fn get(&self, id: &str) -> Option<SessionHandle> {

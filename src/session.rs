@@ -12,11 +12,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::browser::{Browser, Capturer};
+use crate::browser::{Browser, PageProbe};
 use crate::config::Viewport;
 use crate::control::{Actor, Control, ControlView, Outcome, Refusal};
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
+use crate::lock;
 use crate::metrics::{Histogram, Summary};
 use crate::people::{self, ChatLog, ChatMessage};
 use crate::protocol::{AnnotationKind, ControlAction};
@@ -270,7 +271,7 @@ struct Shared {
     /// Who may act on the page.
     control: Mutex<Control>,
     /// Asks the page things (the cursor under a pointer) without going through the driver.
-    probe: Capturer,
+    probe: PageProbe,
     /// Scheme/host/port join links start with.
     links_base: String,
     max_participants: usize,
@@ -376,7 +377,7 @@ impl SessionHandle {
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
-            probe: browser.capturer(),
+            probe: browser.probe(),
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
@@ -440,8 +441,6 @@ impl SessionHandle {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-written (every write is a
-        // single assignment or map operation), so a poisoned lock is still usable.
         lock(&self.shared.state)
     }
 
@@ -1002,12 +1001,8 @@ async fn run_screen(
 
 /// Whether the page, as a screenshot shows it now, differs from the screen by more than encoding
 /// noise. Sends nothing when it cannot tell (no screen yet, a failed screenshot).
-async fn check_quiet_screencast(
-    capturer: Capturer,
-    screen: ScreenWatch,
-    answer: mpsc::Sender<bool>,
-) {
-    let shot = match tokio::time::timeout(POLL_TIMEOUT, capturer.capture()).await {
+async fn check_quiet_screencast(probe: PageProbe, screen: ScreenWatch, answer: mpsc::Sender<bool>) {
+    let shot = match tokio::time::timeout(POLL_TIMEOUT, probe.capture()).await {
         Ok(Ok(shot)) => shot,
         Ok(Err(e)) => {
             debug!(error = %e, "screenshot for a screencast check failed");
@@ -1042,12 +1037,6 @@ async fn check_quiet_screencast(
     let _ = answer.send(differing > 0).await;
 }
 
-/// Locks a mutex whose data every writer leaves consistent (single assignments), so a panic
-/// elsewhere while it was held does not make it unusable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The driver's watchdog counts frames received, changed or not.
 fn frames_received(shared: &Shared) -> u64 {
     shared.stats.frames_in.load(Ordering::Relaxed)
@@ -1070,8 +1059,8 @@ struct Driver {
 
 impl Driver {
     /// Takes a screenshot and hands it to the screen like a frame.
-    async fn capture(&self, capturer: &Capturer, frames: &watch::Sender<Option<RawFrame>>) {
-        match tokio::time::timeout(POLL_TIMEOUT, capturer.capture()).await {
+    async fn capture(&self, probe: &PageProbe, frames: &watch::Sender<Option<RawFrame>>) {
+        match tokio::time::timeout(POLL_TIMEOUT, probe.capture()).await {
             Ok(Ok(frame)) => {
                 frames.send_replace(Some(frame));
             }
@@ -1111,7 +1100,7 @@ impl Driver {
         let (check_tx, mut check_rx) = mpsc::channel::<bool>(1);
         // Until when screencast frames are the echo of a check's screenshot.
         let mut own_frames_until = Instant::now();
-        let capturer = browser.capturer();
+        let probe = shared.probe.clone();
         // Whether the screen comes from screenshots because the screencast is broken.
         let mut polling = false;
         let mut poll = tokio::time::interval(POLL_EVERY);
@@ -1146,7 +1135,7 @@ impl Driver {
                         debug!(frames = now_seen, version = current_version(&shared.screen), "no frame for {check_after:?}; checking with a screenshot");
                         checking = Some(now_seen);
                         quiet.1 = Instant::now();
-                        tokio::spawn(check_quiet_screencast(capturer.clone(), self.handle.screen(), check_tx.clone()));
+                        tokio::spawn(check_quiet_screencast(probe.clone(), self.handle.screen(), check_tx.clone()));
                     }
                     sync = false;
                 }
@@ -1165,7 +1154,7 @@ impl Driver {
                     sync = false;
                 }
                 _ = poll.tick(), if polling && *count.borrow() > 0 => {
-                    self.capture(&capturer, &frames).await;
+                    self.capture(&probe, &frames).await;
                     sync = false;
                 }
                 _ = retry => {

@@ -156,7 +156,7 @@ impl CursorProbe {
         tokio::spawn(async move {
             if let Some(shape) = session.cursor_at(x, y).await {
                 let changed = {
-                    let mut shown = shown.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut shown = crate::lock(&shown);
                     std::mem::replace(&mut *shown, shape) != shape
                 };
                 if changed {

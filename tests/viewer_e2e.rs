@@ -320,16 +320,7 @@ async fn click_on(page: &chromiumoxide::Page, selector: &str) {
 async fn two_people_see_each_other_and_chat() {
     let mut site = TestSite::start().await;
     let server = TestServer::start().await;
-    let (status, created) = server
-        .http
-        .request(
-            "POST",
-            "/api/sessions",
-            Some(serde_json::json!({"url": site.url("/text")})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let link = |role: &str| created["links"][role].as_str().expect("link").to_string();
+    let (id, links) = server.create_session(&site.url("/text")).await;
     site.report_of("ready").await;
 
     // The agent on a wide screen (people and chat open beside the screen), the customer on a
@@ -337,13 +328,13 @@ async fn two_people_see_each_other_and_chat() {
     let agent_browser = ViewerBrowser::launch(1400, 800).await;
     let agent = agent_browser
         .browser
-        .new_page(named(&link("owner"), "Agent Smith").as_str())
+        .new_page(named(&server.join_link(&id, &links.owner), "Agent Smith").as_str())
         .await
         .expect("open owner link");
     let customer_browser = ViewerBrowser::launch(900, 700).await;
     let customer = customer_browser
         .browser
-        .new_page(named(&link("controller"), "Jo Doe").as_str())
+        .new_page(named(&server.join_link(&id, &links.controller), "Jo Doe").as_str())
         .await
         .expect("open controller link");
     painted(&agent, 0).await;
@@ -471,9 +462,7 @@ async fn two_people_see_each_other_and_chat() {
         "document.getElementById('chat-log').textContent.includes('safe')",
     )
     .await;
-    let (_, info) = server
-        .session_json(created["id"].as_str().expect("id"))
-        .await;
+    let (_, info) = server.session_json(&id).await;
     assert_eq!(info["presence"].as_array().map(Vec::len), Some(2));
     customer_browser.close().await;
     agent_browser.close().await;
@@ -515,7 +504,7 @@ async fn on_a_phone_a_long_press_is_a_right_click_and_two_fingers_zoom_the_view(
     let (id, links) = server.create_session(&site.url("/e2e")).await;
     site.report_of("ready").await;
     let phone = ViewerBrowser::launch(420, 800).await;
-    let link = format!("{}/s/{id}#token={}", server.url(""), links.controller);
+    let link = server.join_link(&id, &links.controller);
     let page = phone
         .browser
         .new_page(link.as_str())

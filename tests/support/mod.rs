@@ -80,6 +80,11 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The join link a viewer opens for session `id` with `token`.
+    pub fn join_link(&self, id: &str, token: &str) -> String {
+        format!("{}/s/{id}#token={token}", self.url(""))
+    }
+
     /// Creates a session on `url`; returns (id, links).
     pub async fn create_session(&self, url: &str) -> (String, Links) {
         self.create_session_with(json!({ "url": url })).await
