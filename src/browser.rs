@@ -14,10 +14,14 @@ use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
     InsertTextParams, MouseButton as CdpMouseButton,
 };
+use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::page::{
-    BringToFrontParams, CaptureScreenshotFormat, CaptureScreenshotParams, EventFrameNavigated,
-    EventScreencastFrame, GetLayoutMetricsParams, NavigateParams, ScreencastFrameAckParams,
-    StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+    BringToFrontParams, CaptureScreenshotFormat, CaptureScreenshotParams, DialogType,
+    EventFrameNavigated, EventFrameStartedLoading, EventFrameStoppedLoading,
+    EventJavascriptDialogClosed, EventJavascriptDialogOpening, EventNavigatedWithinDocument,
+    EventScreencastFrame, GetLayoutMetricsParams, GetNavigationHistoryParams,
+    HandleJavaScriptDialogParams, NavigateParams, NavigateToHistoryEntryParams, ReloadParams,
+    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, GetTargetsParams,
@@ -31,6 +35,8 @@ use tracing::{debug, info, trace, warn};
 
 use crate::config::Viewport;
 use crate::input::{Input, KeyKind, MouseButton, MouseKind};
+use crate::navigation::History;
+use crate::protocol::DialogKind;
 use crate::screen::{FrameSource, RawFrame};
 
 /// How long Chromium may take to print its DevTools address.
@@ -75,6 +81,27 @@ pub struct LaunchOptions {
     pub jpeg_quality: u8,
     /// Test fault injection: drop every screencast frame after the first (see `Config`).
     pub fault_stall_screencast: bool,
+}
+
+/// Something that happened to the session's page (see [`Browser::page_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageEvent {
+    /// The main frame shows `url`: a new document, or the same one (anchor, `pushState`).
+    Navigated { url: String, new_document: bool },
+    /// The main frame started (`true`) or stopped (`false`) loading.
+    Loading(bool),
+    /// A JavaScript dialog opened: the page's scripts wait until it is answered.
+    Dialog {
+        kind: DialogKind,
+        message: String,
+        default_prompt: String,
+        /// The URL of the frame that opened it.
+        url: String,
+    },
+    /// The open dialog was answered (by a participant, or by the page navigating away).
+    DialogClosed { accepted: bool },
+    /// The page's renderer process crashed: the page shows nothing until it is reloaded.
+    Crashed,
 }
 
 /// A running Chromium with the one page the session shows. Owned by the session task; dropping it
@@ -175,6 +202,11 @@ impl Browser {
         })
     }
 
+    /// What it was launched with (to launch another one like it).
+    pub fn options(&self) -> &LaunchOptions {
+        &self.options
+    }
+
     /// Process id of the Chromium browser process.
     pub fn pid(&self) -> Option<u32> {
         self.pid
@@ -185,21 +217,9 @@ impl Browser {
         self.gone.clone()
     }
 
-    /// Starts navigating the page. Returns at once: the outcome shows on the screen (Chromium
-    /// renders its own error page) and in the navigation events.
+    /// Starts navigating the page (see [`PageHandle::navigate`]).
     pub fn navigate(&self, url: &str) {
-        let page = self.page.clone();
-        let params = NavigateParams::new(url);
-        tokio::spawn(async move {
-            match page.execute(params).await {
-                Ok(reply) => {
-                    if let Some(error) = &reply.result.error_text {
-                        info!(%error, "navigation failed");
-                    }
-                }
-                Err(e) => debug!(error = %e, "navigate command failed"),
-            }
-        });
+        self.page().navigate(url);
     }
 
     /// Starts the screencast, or restarts it on the page's current renderer. Chromium refuses a
@@ -234,8 +254,8 @@ impl Browser {
 
     /// A handle that asks the page things (a screenshot, the cursor under a point), usable from
     /// other tasks.
-    pub fn probe(&self) -> PageProbe {
-        PageProbe {
+    pub fn page(&self) -> PageHandle {
+        PageHandle {
             page: self.page.clone(),
             quality: self.options.jpeg_quality,
         }
@@ -325,26 +345,101 @@ impl Browser {
         }))
     }
 
-    /// Main-frame navigations of the page, as URLs.
-    pub async fn navigations(
+    /// What happens to the page that the session shows participants or must react to:
+    /// main-frame navigations (new documents and in-document ones), loading, JavaScript dialogs,
+    /// renderer crashes. (Titles are read with the history after navigations and loads:
+    /// `Target.targetInfoChanged` reports the URL as the title while a page loads, and not
+    /// always the title after.) One stream, in arrival order per kind.
+    pub async fn page_events(
         &self,
-    ) -> Result<Pin<Box<dyn Stream<Item = String> + Send>>, BrowserError> {
-        let events = self.page.event_listener::<EventFrameNavigated>().await?;
-        Ok(Box::pin(events.filter_map(|e| async move {
-            e.frame
-                .parent_id
-                .is_none()
-                .then(|| e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""))
-        })))
+    ) -> Result<Pin<Box<dyn Stream<Item = PageEvent> + Send>>, BrowserError> {
+        let page = &self.page;
+        let main_frame = |page: &Page| {
+            let page = page.clone();
+            move |frame_id: chromiumoxide::cdp::browser_protocol::page::FrameId| {
+                let page = page.clone();
+                async move { page.mainframe().await.ok().flatten() == Some(frame_id) }
+            }
+        };
+        let navigated = page
+            .event_listener::<EventFrameNavigated>()
+            .await?
+            .filter_map(|e| async move {
+                e.frame.parent_id.is_none().then(|| PageEvent::Navigated {
+                    url: e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""),
+                    new_document: true,
+                })
+            });
+        let is_main = main_frame(page);
+        let within = page
+            .event_listener::<EventNavigatedWithinDocument>()
+            .await?
+            .filter_map(move |e| {
+                let check = is_main(e.frame_id.clone());
+                async move {
+                    check.await.then(|| PageEvent::Navigated {
+                        url: e.url.clone(),
+                        new_document: false,
+                    })
+                }
+            });
+        let is_main = main_frame(page);
+        let started = page
+            .event_listener::<EventFrameStartedLoading>()
+            .await?
+            .filter_map(move |e| {
+                let check = is_main(e.frame_id.clone());
+                async move { check.await.then_some(PageEvent::Loading(true)) }
+            });
+        let is_main = main_frame(page);
+        let stopped = page
+            .event_listener::<EventFrameStoppedLoading>()
+            .await?
+            .filter_map(move |e| {
+                let check = is_main(e.frame_id.clone());
+                async move { check.await.then_some(PageEvent::Loading(false)) }
+            });
+        let dialogs = page
+            .event_listener::<EventJavascriptDialogOpening>()
+            .await?
+            .map(|e| PageEvent::Dialog {
+                kind: match e.r#type {
+                    DialogType::Alert => DialogKind::Alert,
+                    DialogType::Confirm => DialogKind::Confirm,
+                    DialogType::Prompt => DialogKind::Prompt,
+                    DialogType::Beforeunload => DialogKind::BeforeUnload,
+                },
+                message: e.message.clone(),
+                default_prompt: e.default_prompt.clone().unwrap_or_default(),
+                url: e.url.clone(),
+            });
+        let dialogs_closed = page
+            .event_listener::<EventJavascriptDialogClosed>()
+            .await?
+            .map(|e| PageEvent::DialogClosed { accepted: e.result });
+        let crashed = page
+            .event_listener::<EventTargetCrashed>()
+            .await?
+            .map(|_| PageEvent::Crashed);
+        Ok(Box::pin(futures::stream::select_all([
+            navigated.boxed(),
+            within.boxed(),
+            started.boxed(),
+            stopped.boxed(),
+            dialogs.boxed(),
+            dialogs_closed.boxed(),
+            crashed.boxed(),
+        ])))
     }
 
     /// Starts the task that sends input into the page, in order, until `inputs` closes or
     /// `cancel` fires. Coordinates are already page CSS pixels.
+    /// The task gives the input queue back when it ends, for the next browser after a crash.
     pub fn spawn_input(
         &self,
         inputs: mpsc::Receiver<Input>,
         cancel: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> tokio::task::JoinHandle<mpsc::Receiver<Input>> {
         tokio::spawn(run_input(self.page.clone(), inputs, cancel))
     }
 
@@ -355,14 +450,96 @@ impl Browser {
     }
 }
 
-/// Asks a session's page for a screenshot or the cursor under a point (see [`Browser::probe`]).
+/// The session's page, for the tasks that ask it things (a screenshot, the cursor under a point)
+/// or tell it where to go (navigation, history, dialog answers) without going through the driver
+/// (see [`Browser::page`]).
 #[derive(Clone)]
-pub struct PageProbe {
+pub struct PageHandle {
     page: Page,
     quality: u8,
 }
 
-impl PageProbe {
+impl PageHandle {
+    /// Starts navigating the page. Returns at once: the outcome shows on the screen (Chromium
+    /// renders its own error page) and in the page events.
+    pub fn navigate(&self, url: &str) {
+        let page = self.page.clone();
+        let params = NavigateParams::new(url);
+        tokio::spawn(async move {
+            match page.execute(params).await {
+                Ok(reply) => {
+                    if let Some(error) = &reply.result.error_text {
+                        info!(%error, "navigation failed");
+                    }
+                }
+                Err(e) => debug!(error = %e, "navigate command failed"),
+            }
+        });
+    }
+
+    /// Whether the page's history has entries before and after the current one.
+    pub async fn history(&self) -> Result<History, BrowserError> {
+        let h = self
+            .page
+            .execute(GetNavigationHistoryParams::default())
+            .await?;
+        let title = usize::try_from(h.result.current_index)
+            .ok()
+            .and_then(|i| h.result.entries.get(i))
+            .map(|e| e.title.clone())
+            .unwrap_or_default();
+        let urls: Vec<&str> = h.result.entries.iter().map(|e| e.url.as_str()).collect();
+        Ok(History::new(h.result.current_index, &urls, title))
+    }
+
+    /// Goes `delta` entries back (negative) or forward in the page's history, if there is such
+    /// an entry. Returns whether there was.
+    pub async fn go(&self, delta: i64) -> Result<bool, BrowserError> {
+        let h = self
+            .page
+            .execute(GetNavigationHistoryParams::default())
+            .await?;
+        let target = h.result.current_index + delta;
+        let urls: Vec<&str> = h.result.entries.iter().map(|e| e.url.as_str()).collect();
+        let entry = usize::try_from(target)
+            .ok()
+            .and_then(|i| h.result.entries.get(i));
+        let Some(entry) = entry.filter(|_| History::may_go_to(&urls, target)) else {
+            return Ok(false);
+        };
+        let params = NavigateToHistoryEntryParams::new(entry.id);
+        let page = self.page.clone();
+        // Like `navigate`: the outcome shows in the page events, a slow page must not hold the caller.
+        tokio::spawn(async move {
+            if let Err(e) = page.execute(params).await {
+                debug!(error = %e, "history navigation failed");
+            }
+        });
+        Ok(true)
+    }
+
+    /// Reloads the page.
+    pub fn reload(&self) {
+        let page = self.page.clone();
+        tokio::spawn(async move {
+            if let Err(e) = page.execute(ReloadParams::default()).await {
+                debug!(error = %e, "reload failed");
+            }
+        });
+    }
+
+    /// Answers the open JavaScript dialog: OK (`accept`) or Cancel; `prompt_text` for a prompt.
+    pub async fn answer_dialog(
+        &self,
+        accept: bool,
+        prompt_text: Option<String>,
+    ) -> Result<(), BrowserError> {
+        let mut params = HandleJavaScriptDialogParams::new(accept);
+        params.prompt_text = prompt_text;
+        self.page.execute(params).await?;
+        Ok(())
+    }
+
     /// The CSS cursor the page shows at viewport point (`x`, `y`) in CSS pixels, as computed
     /// (`auto` resolved to `text` over text and editable fields, like a browser does). Raw: pass
     /// it through [`crate::input::cursor_keyword`] before showing it anywhere.
@@ -501,7 +678,11 @@ fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), chromiumoxide::error::CdpError>> + Send>>;
 
-async fn run_input(page: Page, mut inputs: mpsc::Receiver<Input>, cancel: CancellationToken) {
+async fn run_input(
+    page: Page,
+    mut inputs: mpsc::Receiver<Input>,
+    cancel: CancellationToken,
+) -> mpsc::Receiver<Input> {
     let mut in_flight: FuturesUnordered<Reply> = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -529,6 +710,7 @@ async fn run_input(page: Page, mut inputs: mpsc::Receiver<Input>, cancel: Cancel
             }
         }
     }
+    inputs
 }
 
 fn command_for(page: &Page, input: Input) -> Result<Reply, chromiumoxide::error::CdpError> {

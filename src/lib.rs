@@ -11,6 +11,7 @@
 //! - [`session`]: one session: participants, roles, the driver task that owns the browser.
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
+//! - [`navigation`]: start URLs and the URL bar's reading of typed addresses (pure logic).
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
 //! - [`control`]: the control policy (shared / exclusive) and its state machine (pure logic).
 //! - [`people`]: display names, colours, the chat log, rate limits (pure logic).
@@ -26,6 +27,7 @@ pub mod control;
 pub mod encode;
 pub mod input;
 pub mod metrics;
+pub mod navigation;
 pub mod pacing;
 pub mod people;
 pub mod protocol;

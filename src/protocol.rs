@@ -182,8 +182,17 @@ pub enum ServerMessage<'a> {
     Removed {
         reason: &'a str,
     },
-    Page {
-        url: &'a str,
+    /// The page: URL, title, loading, whether back/forward can go anywhere. Sent after `hello`
+    /// and whenever one of them changes.
+    Page(&'a crate::session::PageInfo),
+    /// A JavaScript dialog (`alert`, `confirm`, `prompt`, `beforeunload`) the page opened, or
+    /// `null` once it was answered (`answeredBy`: the participant's name). The page's scripts
+    /// wait until someone who may act answers. Sent after `hello` while one is open.
+    #[serde(rename_all = "camelCase")]
+    Dialog {
+        dialog: Option<&'a crate::session::OpenDialog>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answered_by: Option<&'a str>,
     },
     Notice {
         level: &'a str,
@@ -214,6 +223,26 @@ pub enum AnnotationKind {
     Laser,
     /// A translucent freehand stroke that fades after a few seconds.
     Highlight,
+}
+
+/// The kinds of JavaScript dialog a page can open.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum DialogKind {
+    Alert,
+    Confirm,
+    Prompt,
+    #[serde(rename = "beforeunload")]
+    BeforeUnload,
+}
+
+/// Moves in the page's history.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum HistoryAction {
+    Back,
+    Forward,
+    Reload,
 }
 
 /// Points per `annotate` message at most.
@@ -281,6 +310,21 @@ pub enum ClientMessage {
     },
     /// Where this participant points on the screen (screen pixels, like `mouse`), or `gone`
     /// when the pointer left the screen. Any role: pointing is not acting.
+    /// Go to what was typed into the URL bar (read like a browser's address bar).
+    Navigate {
+        url: String,
+    },
+    /// Back, forward or reload.
+    History {
+        action: HistoryAction,
+    },
+    /// Answers JavaScript dialog `id`: OK (`accept`) or Cancel, with `text` for a prompt.
+    Dialog {
+        id: u32,
+        accept: bool,
+        #[serde(default)]
+        text: Option<String>,
+    },
     Pointer {
         #[serde(default)]
         x: f64,

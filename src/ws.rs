@@ -382,10 +382,15 @@ impl Writer<'_> {
             participants: &participants,
         })
         .await?;
-        self.send_json(&ServerMessage::Page {
-            url: &session.url(),
-        })
-        .await?;
+        self.send_json(&ServerMessage::Page(&session.page_info()))
+            .await?;
+        if let Some(dialog) = session.open_dialog() {
+            self.send_json(&ServerMessage::Dialog {
+                dialog: Some(&dialog),
+                answered_by: None,
+            })
+            .await?;
+        }
         self.send_json(&ServerMessage::Control {
             state: &session.control(),
             denied: None,
@@ -814,6 +819,24 @@ async fn read_loop(
             }
             _ if !input_allowed(session.may_act(participant), &mut told_refusal, &notice) => {
                 continue
+            }
+            ClientMessage::Navigate { url } => {
+                if let Err(e) = session.navigate(participant, &url) {
+                    notice("navigate-refused", &e);
+                }
+                continue;
+            }
+            ClientMessage::History { action } => {
+                if let Err(e) = session.history(participant, action).await {
+                    notice("history-refused", &e);
+                }
+                continue;
+            }
+            ClientMessage::Dialog { id, accept, text } => {
+                if let Err(e) = session.answer_dialog(participant, id, accept, text).await {
+                    notice("dialog-refused", &e);
+                }
+                continue;
             }
             ClientMessage::Mouse(m) => input::mouse(&m, &geometry()),
             ClientMessage::Wheel(m) => input::wheel(&m, &geometry()),

@@ -695,6 +695,27 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
                 page(r#"<body style="margin:0;background:#fff"><div id=box style="width:200px;height:200px;background:#e33;position:absolute;top:100px;animation:slide 1s linear infinite alternate"></div>
 <style>@keyframes slide { from { left: 0 } to { left: 1000px } }</style></body>"#)
             }))
+            // Numbered pages with titles: a link to the next one fills the top-left corner
+            // (0..300, 0..100), an in-page link sits below it (0..300, 100..200).
+            .route("/nav/{n}", get(|axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                page(&format!(r##"<title>Page {n}</title><body style="margin:0;background:#fff"><a href="/nav/{next}" style="position:absolute;left:0;top:0;width:300px;height:100px;display:block;background:#9cf">next</a><a href="#part" style="position:absolute;left:0;top:100px;width:300px;height:100px;display:block;background:#fc9">part</a></body>"##, next = n + 1))
+            }))
+            // Buttons opening each kind of dialog, 200 px wide in a row at the top: alert,
+            // confirm, prompt. Each reports what the page got back.
+            .route("/dialogs", get(|| async {
+                page(r#"<title>Dialogs</title><body style="margin:0;background:#fff">
+<button id=a style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="alert('Saved.\nAll good.'); report({type: 'alert-done'})">alert</button>
+<button id=c style="position:absolute;left:200px;top:0;width:200px;height:100px" onclick="report({type: 'confirm', value: confirm('Delete the file?')})">confirm</button>
+<button id=p style="position:absolute;left:400px;top:0;width:200px;height:100px" onclick="report({type: 'prompt', value: prompt('Your name?', 'Anonymous')})">prompt</button>
+</body>"#)
+            }))
+            // A form that asks before leaving: a textarea (0..400, 0..100) and a link away
+            // (0..300, 200..300).
+            .route("/leave", get(|| async {
+                page(r#"<title>Unsaved</title><body style="margin:0;background:#fff"><textarea id=t style="position:absolute;left:0;top:0;width:400px;height:100px"></textarea><a href="/nav/1" style="position:absolute;left:0;top:200px;width:300px;height:100px;display:block;background:#9cf">away</a>
+<script>addEventListener('beforeunload', e => { e.preventDefault(); e.returnValue = ''; });
+document.getElementById('t').addEventListener('input', e => report({type: 'input', value: e.target.value}));</script></body>"#)
+            }))
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -8,6 +8,8 @@ import { PointerShare, RemoteCursors } from './cursors.js';
 import { ControlPanel } from './control.js';
 import { Annotations } from './annotate.js';
 import { ViewZoom } from './zoom.js';
+import { NavBar } from './navbar.js';
+import { PageDialogs } from './dialogs.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -20,7 +22,6 @@ const STATE_LABELS = {
 const $ = (id) => document.getElementById(id);
 const ui = {
   state: $('conn-state'),
-  pageUrl: $('page-url'),
   presence: $('presence'),
   role: $('role'),
   viewOnly: $('view-only'),
@@ -120,6 +121,32 @@ const control = new ControlPanel(
   stats,
 );
 const cursors = new RemoteCursors($('cursors'), ui.canvas);
+const nav = new NavBar(
+  {
+    form: $('nav'),
+    back: $('nav-back'),
+    forward: $('nav-forward'),
+    reload: $('nav-reload'),
+    url: $('nav-url'),
+    title: $('page-title'),
+    loading: $('nav-loading'),
+  },
+  (msg) => conn.send(msg),
+);
+stats.page = () => nav.state;
+const dialogs = new PageDialogs(
+  {
+    box: $('page-dialog'),
+    title: $('page-dialog-title'),
+    message: $('page-dialog-message'),
+    input: $('page-dialog-input'),
+    ok: $('page-dialog-ok'),
+    cancel: $('page-dialog-cancel'),
+    wait: $('page-dialog-wait'),
+  },
+  (msg) => conn.send(msg),
+  stats,
+);
 
 // ---- state ----
 
@@ -146,17 +173,6 @@ function showOverlay(title, detail) {
 }
 
 // ---- toolbar ----
-
-function setPageUrl(url) {
-  const text = typeof url === 'string' && url !== '' ? url : '—';
-  ui.pageUrl.textContent = text;
-  ui.pageUrl.title = text;
-  try {
-    document.title = `${new URL(url).host || url} · cobrowse`;
-  } catch {
-    document.title = 'cobrowse';
-  }
-}
 
 function showLinkStats(participants) {
   const list = $('link-stats');
@@ -234,7 +250,8 @@ const handlers = {
     viewport = msg.viewport ?? null;
     ui.role.textContent = String(msg.role ?? '—');
     ui.viewOnly.hidden = Boolean(msg.canInput);
-    setPageUrl(msg.url);
+    nav.hello(msg);
+    dialogs.hello(msg);
     showLinks(msg.links);
     people.hello(msg);
     control.hello(msg);
@@ -292,7 +309,10 @@ const handlers = {
     showNotice('Participant removed: the link of their role was replaced (see Share).');
   },
   page(msg) {
-    setPageUrl(msg.url);
+    nav.page(msg);
+  },
+  dialog(msg) {
+    dialogs.dialog(msg, (text) => showNotice(text));
   },
   notice(msg) {
     if (msg.message) showNotice(String(msg.message), msg.level);

@@ -6,24 +6,28 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
-use crate::browser::{Browser, PageProbe};
+use crate::browser::{Browser, PageHandle};
 use crate::config::Viewport;
 use crate::control::{Actor, Control, ControlView, Outcome, Refusal};
 use crate::encode::EncodeCache;
 use crate::input::{FrameGeometry, Input, KeyKind, MouseKind};
 use crate::lock;
 use crate::metrics::{Histogram, Summary};
+use crate::navigation::{typed_url, History};
 use crate::people::{self, ChatLog, ChatMessage};
-use crate::protocol::{AnnotationKind, ControlAction};
+use crate::protocol::{AnnotationKind, ControlAction, DialogKind, HistoryAction, MAX_TEXT_CHARS};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::token::constant_time_eq;
+
+mod driver;
+pub use driver::POLL_EVERY;
+use driver::{run_screen, Driver};
 
 /// Input events queued between the participants and the browser. A full queue makes the sending
 /// participant's reader wait (backpressure on that participant), it never drops input.
@@ -31,31 +35,10 @@ const INPUT_QUEUE: usize = 256;
 /// Events (presence, navigation) buffered per participant. A participant that lags further
 /// behind gets a fresh snapshot of the state instead (see `ws`).
 pub const EVENT_BUFFER: usize = 64;
-/// Delay before retrying a screencast start or stop that Chromium refused.
-const SCREENCAST_RETRY: Duration = Duration::from_millis(100);
-/// A started screencast that painted nothing within this long is restarted.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(1);
-/// A running screencast that delivered nothing for this long is checked: a screenshot is
-/// compared with the screen. If the page shows something the screen does not, the screencast
-/// missed a change: it is broken for this page (seen under load: one frame, then nothing, even
-/// from an animation, while the page paints and runs `requestAnimationFrame`; restarting it
-/// brought back only a stale frame). If not, the page is still, and the next check waits twice
-/// as long, up to [`QUIET_CHECK_MAX`].
-const QUIET_CHECK: Duration = Duration::from_secs(2);
-const QUIET_CHECK_MAX: Duration = Duration::from_secs(30);
 /// An input whose screen change has not come within this long is not timed.
 const INPUT_ANSWER_WINDOW: Duration = Duration::from_secs(1);
-/// Screencast frames within this long after a check are taken for its echo (the screenshot
-/// makes Chromium paint); longer than the 1 s the driver looks at the frame count.
-const CHECK_ECHO: Duration = Duration::from_millis(1500);
-/// How long a check that saw a difference waits for a frame a healthy screencast would send.
-const CHECK_GRACE: Duration = Duration::from_millis(300);
-/// While the screencast is broken (until the next main-frame navigation, which brings a new
-/// renderer and a screencast restarted on it), the screen is captured as screenshots at this
-/// interval (at most; each capture takes tens of ms): a slower screen instead of a frozen one.
-pub const POLL_EVERY: Duration = Duration::from_millis(100);
-/// A screenshot not taken within this long is given up (the next one is tried).
-const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a page command (history, dialog answer) may take before the participant is told.
+const PAGE_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a participant may do; decided by the server from the join token, never by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +226,43 @@ pub struct PresenceEntry {
     pub joined_at: u64,
 }
 
+/// The page as participants see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    /// URL of the main frame.
+    pub url: String,
+    pub title: String,
+    /// Whether the main frame is loading.
+    pub loading: bool,
+    pub can_go_back: bool,
+    pub can_go_forward: bool,
+}
+
+impl PageInfo {
+    fn set_history(&mut self, h: History) {
+        self.can_go_back = h.can_go_back;
+        self.can_go_forward = h.can_go_forward;
+        if !h.title.is_empty() {
+            self.title = h.title;
+        }
+    }
+}
+
+/// A JavaScript dialog the page waits on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenDialog {
+    pub id: u32,
+    pub kind: DialogKind,
+    pub message: String,
+    /// The prompt's preset answer ("" for other kinds).
+    pub default_prompt: String,
+    /// Origin of the frame that opened it (dialogs from another origin are a phishing trick: the
+    /// viewer says whose it is).
+    pub origin: String,
+}
+
 struct State {
     /// Connected participants by id. Written by `join`, `rename` and `Participant::drop`.
     participants: HashMap<String, Member>,
@@ -250,8 +270,14 @@ struct State {
     chat: ChatLog,
     /// Numbers participant ids; only grows.
     next_participant: u64,
-    /// URL of the page's main frame. Written by the driver on every navigation.
-    url: String,
+    /// The page as participants see it (URL, title, loading, history). Written by the driver.
+    page: PageInfo,
+    /// The JavaScript dialog the page waits on, if any. Written by the driver.
+    dialog: Option<OpenDialog>,
+    /// Numbers dialogs, so an answer meant for an earlier one is not applied to the next.
+    next_dialog: u32,
+    /// Who answered the open dialog (their name), until Chromium says it closed.
+    dialog_answered_by: Option<String>,
     /// Why the session ended; set once, before `cancel` fires.
     end_reason: Option<String>,
 }
@@ -270,8 +296,9 @@ struct Shared {
     pointers: watch::Sender<Pointers>,
     /// Who may act on the page.
     control: Mutex<Control>,
-    /// Asks the page things (the cursor under a pointer) without going through the driver.
-    probe: PageProbe,
+    /// The page of the current browser: asked things (the cursor under a pointer) and told where
+    /// to go without going through the driver. Replaced when the driver restarts the browser.
+    page: Mutex<PageHandle>,
     /// Scheme/host/port join links start with.
     links_base: String,
     max_participants: usize,
@@ -285,7 +312,10 @@ struct Shared {
     participant_count: watch::Sender<usize>,
     state: Mutex<State>,
     stats: Stats,
-    browser_pid: Option<u32>,
+    /// Process id of the current browser (0: unknown); replaced on a restart.
+    browser_pid: AtomicU32,
+    /// Browser restarts after a crash (renderer or whole browser).
+    restarts: AtomicU32,
     /// Fired to end the session (API, idle, browser death, server shutdown).
     cancel: CancellationToken,
     /// The server's shutdown token (the parent of `cancel`).
@@ -326,6 +356,9 @@ pub struct SessionInfo {
     pub frames_sent: u64,
     pub bytes_sent: u64,
     pub browser_pid: Option<u32>,
+    /// Times the browser or its renderer crashed and was restarted.
+    pub restarts: u32,
+    pub page: PageInfo,
     pub links: Links,
 }
 
@@ -363,8 +396,6 @@ impl SessionHandle {
     ) -> Result<SessionHandle, crate::browser::BrowserError> {
         let (model, screen) = ScreenModel::new();
         let (frames_tx, frames_rx) = watch::channel(None);
-        // The driver's screenshots, when the screencast stalls, go the same way as its frames.
-        let frames = frames_tx.clone();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let cancel = server_shutdown.child_token();
@@ -377,7 +408,7 @@ impl SessionHandle {
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
-            probe: browser.probe(),
+            page: Mutex::new(browser.page()),
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
@@ -389,45 +420,41 @@ impl SessionHandle {
                 participants: HashMap::new(),
                 chat: ChatLog::default(),
                 next_participant: 1,
-                url: new.start_url.clone(),
+                page: PageInfo {
+                    url: new.start_url.clone(),
+                    ..PageInfo::default()
+                },
+                dialog: None,
+                next_dialog: 1,
+                dialog_answered_by: None,
                 end_reason: None,
             }),
             stats: Stats::default(),
-            browser_pid: browser.pid(),
+            browser_pid: AtomicU32::new(0),
+            restarts: AtomicU32::new(0),
             cancel: cancel.clone(),
             server_shutdown: server_shutdown.clone(),
             finished: CancellationToken::new(),
         });
         let handle = SessionHandle { shared };
-        // Listeners are registered before anything can paint or navigate.
-        let listeners = async {
-            let pump = browser.spawn_frame_pump(frames_tx, cancel.clone()).await?;
-            Ok::<_, crate::browser::BrowserError>((pump, browser.navigations().await?))
-        };
-        let (pump, navigations) = match listeners.await {
-            Ok(listeners) => listeners,
-            Err(e) => {
-                browser.close(new.close_grace).await;
-                return Err(e);
-            }
-        };
-        let input = browser.spawn_input(input_rx, cancel.clone());
         let screen_task = tokio::spawn(
             run_screen(model, frames_rx, handle.clone())
                 .instrument(tracing::info_span!("screen", session_id = %handle.id())),
         );
-        browser.navigate(&new.start_url);
-        let span = tracing::info_span!("session", session_id = %handle.id());
-        let driver = Driver {
-            handle: handle.clone(),
-            idle_timeout: new.idle_timeout,
-            close_grace: new.close_grace,
+        let driver = Driver::new(handle.clone(), new.idle_timeout, new.close_grace, frames_tx);
+        // Listeners are registered before anything can paint or navigate.
+        let attached = match driver.attach(browser, input_rx).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                screen_task.abort();
+                return Err(e);
+            }
         };
+        attached.navigate(&new.start_url);
+        let span = tracing::info_span!("session", session_id = %handle.id());
         tracker.spawn(
             async move {
-                driver
-                    .run(browser, navigations, frames, vec![pump, input, screen_task])
-                    .await;
+                driver.run(attached, screen_task).await;
                 on_finished(driver.handle.id());
                 driver.handle.shared.finished.cancel();
             }
@@ -468,7 +495,7 @@ impl SessionHandle {
     }
 
     pub fn url(&self) -> String {
-        self.state().url.clone()
+        self.state().page.url.clone()
     }
 
     pub fn screen(&self) -> ScreenWatch {
@@ -569,7 +596,7 @@ impl SessionHandle {
             (
                 state.participants.len(),
                 presence(&state),
-                state.url.clone(),
+                state.page.url.clone(),
                 link_infos(&state),
             )
         };
@@ -595,7 +622,9 @@ impl SessionHandle {
             },
             frames_sent: self.shared.stats.frames_sent.load(Ordering::Relaxed),
             bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
-            browser_pid: self.shared.browser_pid,
+            browser_pid: self.browser_pid(),
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+            page: self.page_info(),
             links: self.links(),
         }
     }
@@ -769,7 +798,8 @@ impl SessionHandle {
     /// The cursor keyword the page shows at viewport point (`x`, `y`) (CSS pixels); `None` when
     /// the page does not answer within 500 ms.
     pub async fn cursor_at(&self, x: f64, y: f64) -> Option<&'static str> {
-        let probe = self.shared.probe.cursor_at(x, y);
+        let page = self.page();
+        let probe = page.cursor_at(x, y);
         match tokio::time::timeout(Duration::from_millis(500), probe).await {
             Ok(Ok(raw)) => Some(crate::input::cursor_keyword(&raw)),
             Ok(Err(e)) => {
@@ -805,6 +835,102 @@ impl SessionHandle {
     /// Changes whenever a join link is replaced.
     pub fn links_changed(&self) -> watch::Receiver<u64> {
         self.shared.links_changed.subscribe()
+    }
+
+    /// The current browser's page.
+    fn page(&self) -> PageHandle {
+        lock(&self.shared.page).clone()
+    }
+
+    fn browser_pid(&self) -> Option<u32> {
+        match self.shared.browser_pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// The page as participants see it.
+    pub fn page_info(&self) -> PageInfo {
+        self.state().page.clone()
+    }
+
+    /// The JavaScript dialog the page waits on, if any.
+    pub fn open_dialog(&self) -> Option<OpenDialog> {
+        self.state().dialog.clone()
+    }
+
+    /// Goes where `typed` (from the URL bar) leads; refused with the reason shown to the
+    /// participant. The caller checked that they may act.
+    pub fn navigate(&self, p: &Participant, typed: &str) -> Result<(), String> {
+        let url = typed_url(typed)?;
+        info!(session_id = %self.id(), participant = %p.id(), %url, "navigating (URL bar)");
+        self.page().navigate(&url);
+        Ok(())
+    }
+
+    /// Back, forward or reload. The caller checked that `p` may act.
+    pub async fn history(&self, p: &Participant, action: HistoryAction) -> Result<(), String> {
+        debug!(session_id = %self.id(), participant = %p.id(), ?action, "history");
+        let page = self.page();
+        let step = |delta| async move {
+            match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, page.go(delta)).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err("there is no page to go to".to_string()),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "history command failed");
+                    Err("the browser did not answer".to_string())
+                }
+                Err(_) => Err("the browser did not answer in time".to_string()),
+            }
+        };
+        match action {
+            HistoryAction::Back => step(-1).await,
+            HistoryAction::Forward => step(1).await,
+            HistoryAction::Reload => {
+                self.page().reload();
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers dialog `id` (OK or Cancel, with the text of a prompt). The caller checked that
+    /// `p` may act. Refused when that dialog is no longer open (someone else answered first).
+    pub async fn answer_dialog(
+        &self,
+        p: &Participant,
+        id: u32,
+        accept: bool,
+        text: Option<String>,
+    ) -> Result<(), String> {
+        if text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_TEXT_CHARS)
+        {
+            return Err(format!("answer longer than {MAX_TEXT_CHARS} characters"));
+        }
+        {
+            let mut state = self.state();
+            match &state.dialog {
+                Some(d) if d.id == id && state.dialog_answered_by.is_none() => {}
+                _ => return Err("that dialog was already answered".into()),
+            }
+            state.dialog_answered_by = Some(p.name().to_string());
+        }
+        info!(session_id = %self.id(), participant = %p.id(), accept, "answering a page dialog");
+        let page = self.page();
+        let answer = page.answer_dialog(accept, text);
+        let result = match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, answer).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "dialog answer failed");
+                Err("the browser did not take the answer".to_string())
+            }
+            Err(_) => Err("the browser did not answer in time".to_string()),
+        };
+        if result.is_err() {
+            self.state().dialog_answered_by = None;
+        }
+        result
     }
 
     fn broadcast(&self, message: &ServerMessage<'_>) {
@@ -940,299 +1066,10 @@ fn link_infos(state: &State) -> Vec<LinkInfo> {
     links
 }
 
-/// The screen task: turns the latest screencast frame into a screen version, off the async
-/// workers. Frames that arrive while one is being processed supersede each other (each is a
-/// whole screen); the newest is always processed.
-async fn run_screen(
-    mut model: ScreenModel,
-    mut frames: watch::Receiver<Option<RawFrame>>,
-    session: SessionHandle,
-) {
-    while frames.changed().await.is_ok() {
-        let Some(frame) = frames.borrow_and_update().clone() else {
-            continue;
-        };
-        let stats = &session.shared.stats;
-        match frame.source {
-            FrameSource::Screencast => &stats.frames_in,
-            FrameSource::Screenshot => &stats.frames_polled,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        let polled = frame.source == FrameSource::Screenshot;
-        if !polled && stats.polling.load(Ordering::Relaxed) {
-            continue;
-        }
-        let applied = tokio::task::spawn_blocking(move || {
-            let result = model.apply(frame);
-            (model, result)
-        })
-        .await;
-        match applied {
-            Ok((m, result)) => {
-                model = m;
-                match result {
-                    Ok(Some(s)) => {
-                        {
-                            let mut pending = lock(&stats.pending_input);
-                            if let Some(at) = pending.filter(|&at| s.arrived > at) {
-                                *pending = None;
-                                let answer = s.arrived - at;
-                                if answer <= INPUT_ANSWER_WINDOW {
-                                    stats.input_ms.record(answer);
-                                }
-                            }
-                        }
-                        let took = s.arrived.elapsed();
-                        session.shared.stats.screen_ms.record(took);
-                        tracing::trace!(version = s.version, ?took, "screen version");
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!(error = %e, "screencast frame dropped"),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "screen processing failed; the screen stops here");
-                session.end("the screen could not be processed");
-                return;
-            }
-        }
-    }
-}
-
-/// Whether the page, as a screenshot shows it now, differs from the screen by more than encoding
-/// noise. Sends nothing when it cannot tell (no screen yet, a failed screenshot).
-async fn check_quiet_screencast(probe: PageProbe, screen: ScreenWatch, answer: mpsc::Sender<bool>) {
-    let shot = match tokio::time::timeout(POLL_TIMEOUT, probe.capture()).await {
-        Ok(Ok(shot)) => shot,
-        Ok(Err(e)) => {
-            debug!(error = %e, "screenshot for a screencast check failed");
-            let _ = answer.send(false).await;
-            return;
-        }
-        Err(_) => {
-            debug!("screenshot for a screencast check took longer than {POLL_TIMEOUT:?}");
-            let _ = answer.send(false).await;
-            return;
-        }
-    };
-    let Some(current) = screen.borrow().clone() else {
-        let _ = answer.send(false).await;
-        return;
-    };
-    let compared = tokio::task::spawn_blocking(move || {
-        let pixels = crate::screen::decode_jpeg(&shot.jpeg).ok()?;
-        Some(crate::screen::tiles_visibly_different(
-            &current.pixels,
-            &pixels,
-        ))
-    })
-    .await;
-    let differing = compared.ok().flatten().unwrap_or(0);
-    debug!(differing, "screencast check");
-    if differing > 0 {
-        // A healthy screencast may have that change's frame in flight: give it a moment, the
-        // driver then looks whether any frame came.
-        tokio::time::sleep(CHECK_GRACE).await;
-    }
-    let _ = answer.send(differing > 0).await;
-}
-
-/// The driver's watchdog counts frames received, changed or not.
-fn frames_received(shared: &Shared) -> u64 {
-    shared.stats.frames_in.load(Ordering::Relaxed)
-}
-
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until_or_never(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The task that owns a session's browser.
-struct Driver {
-    handle: SessionHandle,
-    idle_timeout: Duration,
-    close_grace: Duration,
-}
-
-impl Driver {
-    /// Takes a screenshot and hands it to the screen like a frame.
-    async fn capture(&self, probe: &PageProbe, frames: &watch::Sender<Option<RawFrame>>) {
-        match tokio::time::timeout(POLL_TIMEOUT, probe.capture()).await {
-            Ok(Ok(frame)) => {
-                frames.send_replace(Some(frame));
-            }
-            Ok(Err(e)) => debug!(error = %e, "screenshot failed"),
-            Err(_) => debug!("screenshot took longer than {POLL_TIMEOUT:?}"),
-        }
-    }
-
-    async fn run(
-        &self,
-        browser: Browser,
-        mut navigations: std::pin::Pin<Box<dyn futures::Stream<Item = String> + Send>>,
-        frames: watch::Sender<Option<RawFrame>>,
-        tasks: Vec<tokio::task::JoinHandle<()>>,
-    ) {
-        let shared = &self.handle.shared;
-        let gone = browser.gone();
-        let mut count = shared.participant_count.subscribe();
-        // Participants may have joined before this task first ran: act on the count as it is now.
-        count.mark_changed();
-        let mut screencasting = false;
-        // When a screencast start failed (Chromium refuses commands while the first navigation
-        // swaps the page's renderer), the time to try again.
-        let mut retry_at: Option<Instant> = None;
-        // Screen version when the screencast last started, until its first frame is checked for.
-        let mut started_at_seq: Option<u64> = None;
-        let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
-        // Frames received when last looked at, and since when that count has not moved.
-        let mut quiet = (frames_received(shared), Instant::now());
-        let mut quiet_check = tokio::time::interval(Duration::from_secs(1));
-        quiet_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // How long the screencast may stay quiet before the next check.
-        let mut check_after = QUIET_CHECK;
-        // A check of a quiet screencast in flight: the frames received when it began. Its
-        // task answers whether the page shows something the screen does not.
-        let mut checking: Option<u64> = None;
-        let (check_tx, mut check_rx) = mpsc::channel::<bool>(1);
-        // Until when screencast frames are the echo of a check's screenshot.
-        let mut own_frames_until = Instant::now();
-        let probe = shared.probe.clone();
-        // Whether the screen comes from screenshots because the screencast is broken.
-        let mut polling = false;
-        let mut poll = tokio::time::interval(POLL_EVERY);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        info!(url = %shared.start_url, pid = ?shared.browser_pid, "session started");
-        loop {
-            let idle = sleep_until_or_never(idle_deadline);
-            let retry = sleep_until_or_never(retry_at);
-            let sync;
-            tokio::select! {
-                _ = shared.cancel.cancelled() => break,
-                _ = gone.cancelled() => {
-                    warn!("Chromium exited unexpectedly");
-                    self.handle.end("the browser stopped unexpectedly");
-                    break;
-                }
-                _ = idle => {
-                    self.handle.end("nobody was connected for too long");
-                    break;
-                }
-                _ = quiet_check.tick() => {
-                    self.handle.control_tick();
-                    let now_seen = frames_received(shared);
-                    if now_seen != quiet.0 {
-                        // A screenshot makes Chromium paint, so a check brings a screencast frame
-                        // of its own: that one does not make the page busy again.
-                        if checking.is_none() && Instant::now() > own_frames_until {
-                            check_after = QUIET_CHECK;
-                        }
-                        quiet = (now_seen, Instant::now());
-                    } else if screencasting && !polling && checking.is_none() && quiet.1.elapsed() >= check_after {
-                        debug!(frames = now_seen, version = current_version(&shared.screen), "no frame for {check_after:?}; checking with a screenshot");
-                        checking = Some(now_seen);
-                        quiet.1 = Instant::now();
-                        tokio::spawn(check_quiet_screencast(probe.clone(), self.handle.screen(), check_tx.clone()));
-                    }
-                    sync = false;
-                }
-                Some(differs) = check_rx.recv() => {
-                    shared.stats.screencast_checks.fetch_add(1, Ordering::Relaxed);
-                    let before = checking.take();
-                    if differs && before == Some(frames_received(shared)) && screencasting && !polling {
-                        let page = browser.page_state().await;
-                        warn!(?page, "the screencast missed a change of the page; taking screenshots until the next navigation");
-                        polling = true;
-                        shared.stats.polling.store(true, Ordering::Relaxed);
-                    } else if !differs {
-                        check_after = (check_after * 2).min(QUIET_CHECK_MAX);
-                        own_frames_until = Instant::now() + CHECK_ECHO;
-                    }
-                    sync = false;
-                }
-                _ = poll.tick(), if polling && *count.borrow() > 0 => {
-                    self.capture(&probe, &frames).await;
-                    sync = false;
-                }
-                _ = retry => {
-                    // Fired once; a new deadline is set below if something is still to do (an
-                    // old deadline left in place would fire on every turn of this loop).
-                    retry_at = None;
-                    // A screencast start always paints one frame, even on a static page. None
-                    // since the start means Chromium lost it (seen under load around the first
-                    // navigation): start it again.
-                    if let Some(seq) = started_at_seq.take() {
-                        if screencasting && frames_received(shared) == seq {
-                            debug!("no frame since the screencast started; restarting it");
-                            screencasting = false;
-                        }
-                    }
-                    sync = true;
-                }
-                changed = count.changed() => {
-                    if changed.is_err() { break; }
-                    let connected = *count.borrow_and_update();
-                    idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
-                    sync = true;
-                }
-                Some(url) = navigations.next() => {
-                    debug!(%url, "navigated");
-                    if polling {
-                        // A new page, a new renderer: give the screencast another chance.
-                        info!("navigated: restarting the screencast, screenshots stop");
-                        polling = false;
-                        shared.stats.polling.store(false, Ordering::Relaxed);
-                        screencasting = false;
-                        check_after = QUIET_CHECK;
-                    }
-                    self.handle.state().url = url.clone();
-                    self.handle.broadcast(&ServerMessage::Page { url: &url });
-                    // A navigation that swaps the page's renderer can lose a screencast started
-                    // just before it. The new page always paints, so expect a frame soon, and
-                    // restart only if none comes (restarts themselves can stall the screencast).
-                    if screencasting {
-                        started_at_seq = Some(frames_received(shared));
-                        retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
-                    }
-                    sync = !screencasting;
-                }
-            }
-            if sync {
-                // One screencast per session, running only while someone watches.
-                let wanted = *count.borrow() > 0;
-                if wanted != screencasting {
-                    retry_at = None;
-                    let result = if wanted {
-                        browser.start_screencast().await
-                    } else {
-                        browser.stop_screencast().await
-                    };
-                    match result {
-                        Ok(()) => {
-                            debug!(wanted, "screencast changed");
-                            screencasting = wanted;
-                            if wanted {
-                                started_at_seq = Some(frames_received(shared));
-                                retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
-                            }
-                        }
-                        Err(e) => {
-                            debug!(error = %e, wanted, "screencast change failed; retrying");
-                            retry_at = Some(Instant::now() + SCREENCAST_RETRY);
-                        }
-                    }
-                }
-            }
-        }
-        let reason = self.handle.end_reason();
-        info!(%reason, "session ending");
-        browser.close(self.close_grace).await;
-        for task in tasks {
-            task.abort();
-        }
-        info!("session ended; browser closed");
     }
 }
