@@ -2,6 +2,7 @@
 //! whose pages report what they received, and a WebSocket participant client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod keyboard;
 pub mod viewer;
 
 use std::net::SocketAddr;
@@ -681,6 +682,7 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
             .route("/text", get(|| async { page(&text_page()) }))
+            .route("/keylog", get(|| async { page(keyboard::keylog_page()) }))
             // Areas with different cursors, left to right: text, pointer, a url() cursor with a
             // `move` fallback, then the plain page.
             .route("/cursors", get(|| async {
