@@ -175,16 +175,21 @@ fn finite(values: &[f64]) -> Result<(), InputError> {
 pub fn mouse(msg: &MouseMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
     finite(&[msg.x, msg.y])?;
     let (x, y) = geometry.to_css(msg.x, msg.y);
-    let button = match msg.button {
-        WireButton::None => MouseButton::None,
-        WireButton::Left => MouseButton::Left,
-        WireButton::Middle => MouseButton::Middle,
-        WireButton::Right => MouseButton::Right,
-    };
+    let buttons = msg.buttons & 0b111;
     let kind = match msg.action {
         MouseAction::Move => MouseKind::Moved,
         MouseAction::Down => MouseKind::Pressed,
         MouseAction::Up => MouseKind::Released,
+    };
+    let button = match msg.button {
+        // A move with a button held is a drag: Chromium's own mouse moves carry the button
+        // held (the DOM's `buttons` bitmask alone does not start text selection or drag and
+        // drop). Left first, as Chromium picks it.
+        WireButton::None if kind == MouseKind::Moved => held_button(buttons),
+        WireButton::None => MouseButton::None,
+        WireButton::Left => MouseButton::Left,
+        WireButton::Middle => MouseButton::Middle,
+        WireButton::Right => MouseButton::Right,
     };
     // A press or release always counts at least one click; Chromium ignores a press with 0.
     let click_count = match kind {
@@ -196,10 +201,23 @@ pub fn mouse(msg: &MouseMessage, geometry: &FrameGeometry) -> Result<Input, Inpu
         x,
         y,
         button,
-        buttons: msg.buttons & 0b111,
+        buttons,
         click_count,
         modifiers: msg.mods & MOD_ALL,
     })
+}
+
+/// The button a move reports while `buttons` (DOM bitmask: 1 left, 2 right, 4 middle) are held.
+fn held_button(buttons: u8) -> MouseButton {
+    if buttons & 1 != 0 {
+        MouseButton::Left
+    } else if buttons & 4 != 0 {
+        MouseButton::Middle
+    } else if buttons & 2 != 0 {
+        MouseButton::Right
+    } else {
+        MouseButton::None
+    }
 }
 
 pub fn wheel(msg: &WheelMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
@@ -589,6 +607,31 @@ mod tests {
         assert_eq!((click_count, modifiers, x), (1, MOD_ALL, 20.0));
         let nan = MouseMessage { x: f64::NAN, ..msg };
         assert_eq!(mouse(&nan, &GEOMETRY), Err(InputError::BadCoordinates));
+    }
+
+    #[test]
+    fn moves_with_a_button_held_are_drags() {
+        let mv = |button, buttons| {
+            let msg = MouseMessage {
+                action: MouseAction::Move,
+                x: 1.0,
+                y: 1.0,
+                button,
+                buttons,
+                clicks: 0,
+                mods: 0,
+            };
+            match mouse(&msg, &GEOMETRY).expect("ok") {
+                Input::Mouse { button, .. } => button,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mv(WireButton::None, 0), MouseButton::None);
+        assert_eq!(mv(WireButton::None, 1), MouseButton::Left);
+        assert_eq!(mv(WireButton::None, 2), MouseButton::Right);
+        assert_eq!(mv(WireButton::None, 4), MouseButton::Middle);
+        assert_eq!(mv(WireButton::None, 3), MouseButton::Left);
+        assert_eq!(mv(WireButton::Right, 1), MouseButton::Right);
     }
 
     #[test]
