@@ -12,7 +12,7 @@ use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
-    InsertTextParams, MouseButton as CdpMouseButton,
+    ImeSetCompositionParams, InsertTextParams, MouseButton as CdpMouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::page::{
@@ -791,6 +791,9 @@ fn command_for(page: &Page, input: Input) -> Result<Reply, chromiumoxide::error:
             boxed(page.command_future(params)?)
         }
         Input::Text(text) => boxed(page.command_future(InsertTextParams::new(text))?),
+        Input::Compose { text, start, end } => {
+            boxed(page.command_future(ImeSetCompositionParams::new(text, start, end))?)
+        }
     })
 }
 

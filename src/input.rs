@@ -140,8 +140,15 @@ pub enum Input {
         modifiers: u8,
     },
     Key(KeyEvent),
-    /// Text inserted as if typed by an IME.
+    /// Text inserted as if typed by an IME (commits a composition in progress).
     Text(String),
+    /// An IME composition in progress (`Input.imeSetComposition`): the composing text and the
+    /// selection in it, in UTF-16 code units. Empty text cancels the composition.
+    Compose {
+        text: String,
+        start: u32,
+        end: u32,
+    },
 }
 
 /// Why an input message was refused.
@@ -153,6 +160,8 @@ pub enum InputError {
     BadKey,
     #[error("text longer than {MAX_TEXT_CHARS} characters")]
     TextTooLong,
+    #[error("a browser shortcut, not for the page")]
+    BrowserShortcut,
 }
 
 fn finite(values: &[f64]) -> Result<(), InputError> {
@@ -166,16 +175,21 @@ fn finite(values: &[f64]) -> Result<(), InputError> {
 pub fn mouse(msg: &MouseMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
     finite(&[msg.x, msg.y])?;
     let (x, y) = geometry.to_css(msg.x, msg.y);
-    let button = match msg.button {
-        WireButton::None => MouseButton::None,
-        WireButton::Left => MouseButton::Left,
-        WireButton::Middle => MouseButton::Middle,
-        WireButton::Right => MouseButton::Right,
-    };
+    let buttons = msg.buttons & 0b111;
     let kind = match msg.action {
         MouseAction::Move => MouseKind::Moved,
         MouseAction::Down => MouseKind::Pressed,
         MouseAction::Up => MouseKind::Released,
+    };
+    let button = match msg.button {
+        // A move with a button held is a drag: Chromium's own mouse moves carry the button
+        // held (the DOM's `buttons` bitmask alone does not start text selection or drag and
+        // drop). Left first, as Chromium picks it.
+        WireButton::None if kind == MouseKind::Moved => held_button(buttons),
+        WireButton::None => MouseButton::None,
+        WireButton::Left => MouseButton::Left,
+        WireButton::Middle => MouseButton::Middle,
+        WireButton::Right => MouseButton::Right,
     };
     // A press or release always counts at least one click; Chromium ignores a press with 0.
     let click_count = match kind {
@@ -187,10 +201,23 @@ pub fn mouse(msg: &MouseMessage, geometry: &FrameGeometry) -> Result<Input, Inpu
         x,
         y,
         button,
-        buttons: msg.buttons & 0b111,
+        buttons,
         click_count,
         modifiers: msg.mods & MOD_ALL,
     })
+}
+
+/// The button a move reports while `buttons` (DOM bitmask: 1 left, 2 right, 4 middle) are held.
+fn held_button(buttons: u8) -> MouseButton {
+    if buttons & 1 != 0 {
+        MouseButton::Left
+    } else if buttons & 4 != 0 {
+        MouseButton::Middle
+    } else if buttons & 2 != 0 {
+        MouseButton::Right
+    } else {
+        MouseButton::None
+    }
 }
 
 pub fn wheel(msg: &WheelMessage, geometry: &FrameGeometry) -> Result<Input, InputError> {
@@ -212,6 +239,21 @@ pub fn text(text: &str) -> Result<Input, InputError> {
     Ok(Input::Text(text.to_string()))
 }
 
+/// An IME composition update. The selection is clamped into the text (UTF-16 code units, as
+/// the viewer's `selectionStart`/`selectionEnd` and CDP count).
+pub fn compose(text: &str, start: u32, end: u32) -> Result<Input, InputError> {
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(InputError::TextTooLong);
+    }
+    let len = u32::try_from(text.encode_utf16().count()).unwrap_or(u32::MAX);
+    let end = end.min(len);
+    Ok(Input::Compose {
+        text: text.to_string(),
+        start: start.min(end),
+        end,
+    })
+}
+
 /// Builds the key event Chromium needs from what the viewer's browser reported. Printable keys
 /// without Ctrl/Alt/Meta are `keyDown` with text (so the page gets `keypress`/`input`); everything
 /// else is `rawKeyDown` without text (so Ctrl+A is a shortcut, not an "a").
@@ -221,7 +263,10 @@ pub fn key(msg: &KeyMessage) -> Result<Input, InputError> {
         return Err(InputError::BadKey);
     }
     let modifiers = msg.mods & MOD_ALL;
-    let windows_virtual_key_code = virtual_key_code(&msg.code).unwrap_or(msg.key_code.min(255));
+    if browser_shortcut(&msg.code, modifiers) {
+        return Err(InputError::BrowserShortcut);
+    }
+    let windows_virtual_key_code = key_code(&msg.key, &msg.code).unwrap_or(msg.key_code.min(255));
     let kind = match msg.action {
         KeyAction::Up => KeyKind::KeyUp,
         KeyAction::Down => match key_text(&msg.key, modifiers) {
@@ -245,6 +290,27 @@ pub fn key(msg: &KeyMessage) -> Result<Input, InputError> {
     }))
 }
 
+/// Shortcuts a browser keeps for itself, which a page in a local browser never sees: opening
+/// developer tools, closing, opening and switching tabs and windows, quitting. Sent to the
+/// session's browser they would act on it: Ctrl+Shift+C opened (hidden) developer tools there,
+/// which then took the browser's clipboard shortcuts (Shift+Delete, Ctrl+Insert, Shift+Insert)
+/// away from the page.
+pub fn browser_shortcut(code: &str, modifiers: u8) -> bool {
+    let ctrl = modifiers & MOD_CTRL != 0;
+    let shift = modifiers & MOD_SHIFT != 0;
+    let alt = modifiers & MOD_ALT != 0;
+    let meta = modifiers & MOD_META != 0;
+    let devtools =
+        matches!(code, "KeyI" | "KeyJ" | "KeyC") && (((ctrl || meta) && shift) || (meta && alt));
+    let tabs = ctrl
+        && matches!(
+            code,
+            "KeyW" | "KeyT" | "KeyN" | "Tab" | "PageUp" | "PageDown" | "F4"
+        );
+    let quit = ctrl && shift && code == "KeyQ";
+    devtools || tabs || quit || code == "F12" || (alt && code == "F4")
+}
+
 /// The text a key press types, if any.
 fn key_text(key: &str, modifiers: u8) -> Option<String> {
     if modifiers & (MOD_CTRL | MOD_ALT | MOD_META) != 0 {
@@ -258,6 +324,52 @@ fn key_text(key: &str, modifiers: u8) -> Option<String> {
         (Some(c), None) if !c.is_control() => Some(key.to_string()),
         _ => None,
     }
+}
+
+/// The `keyCode` Chromium gives a key press, from its `key` and `code`. The viewer's own
+/// `keyCode` is not trusted first: Firefox and Safari number some keys differently (`;` is 59 in
+/// Firefox, 186 in Chromium). Rules, as Chromium on Windows and Linux applies them:
+/// - a key that types an ASCII letter has that letter's code, whatever key it is on (the Q key
+///   of an AZERTY keyboard types `a`: 65);
+/// - keypad keys with NumLock off report the navigation key they act as (`Numpad7` as `Home`
+///   is 36, `Numpad5` as `Clear` is 12, `NumpadDecimal` as `Delete` is 46);
+/// - everything else by its physical key on a US layout ([`virtual_key_code`]).
+///
+/// `None` when neither says (the viewer's `keyCode` is used).
+pub fn key_code(key: &str, code: &str) -> Option<u32> {
+    let mut chars = key.chars();
+    if let (Some(c), None) = (chars.next(), chars.next()) {
+        if c.is_ascii_alphabetic() {
+            return Some(c.to_ascii_uppercase() as u32);
+        }
+    }
+    let keypad = code
+        .strip_prefix("Numpad")
+        .is_some_and(|rest| single_digit(rest).is_some() || rest == "Decimal");
+    if keypad && key.chars().count() > 1 {
+        if let Some(vk) = named_key_code(key) {
+            return Some(vk);
+        }
+    }
+    virtual_key_code(code)
+}
+
+/// Virtual key codes of the named keys a keypad key with NumLock off stands for.
+fn named_key_code(key: &str) -> Option<u32> {
+    Some(match key {
+        "Clear" => 12,
+        "PageUp" => 33,
+        "PageDown" => 34,
+        "End" => 35,
+        "Home" => 36,
+        "ArrowLeft" => 37,
+        "ArrowUp" => 38,
+        "ArrowRight" => 39,
+        "ArrowDown" => 40,
+        "Insert" => 45,
+        "Delete" => 46,
+        _ => return None,
+    })
 }
 
 /// Windows virtual key code of a physical key (`KeyboardEvent.code`) on a US layout: what Chromium
@@ -498,6 +610,31 @@ mod tests {
     }
 
     #[test]
+    fn moves_with_a_button_held_are_drags() {
+        let mv = |button, buttons| {
+            let msg = MouseMessage {
+                action: MouseAction::Move,
+                x: 1.0,
+                y: 1.0,
+                button,
+                buttons,
+                clicks: 0,
+                mods: 0,
+            };
+            match mouse(&msg, &GEOMETRY).expect("ok") {
+                Input::Mouse { button, .. } => button,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mv(WireButton::None, 0), MouseButton::None);
+        assert_eq!(mv(WireButton::None, 1), MouseButton::Left);
+        assert_eq!(mv(WireButton::None, 2), MouseButton::Right);
+        assert_eq!(mv(WireButton::None, 4), MouseButton::Middle);
+        assert_eq!(mv(WireButton::None, 3), MouseButton::Left);
+        assert_eq!(mv(WireButton::Right, 1), MouseButton::Right);
+    }
+
+    #[test]
     fn printable_keys_carry_text() {
         let k = key_event(key(&key_msg(KeyAction::Down, "a", "KeyA", 0)).expect("ok"));
         assert_eq!(
@@ -535,6 +672,113 @@ mod tests {
         }
         let k = key_event(key(&key_msg(KeyAction::Up, "a", "KeyA", 0)).expect("ok"));
         assert_eq!((k.kind, k.text), (KeyKind::KeyUp, None));
+    }
+
+    #[test]
+    fn browser_shortcuts_stay_out_of_the_page() {
+        for (code, mods) in [
+            ("KeyC", MOD_CTRL | MOD_SHIFT),
+            ("KeyI", MOD_CTRL | MOD_SHIFT),
+            ("KeyJ", MOD_META | MOD_ALT),
+            ("F12", 0),
+            ("KeyW", MOD_CTRL),
+            ("KeyT", MOD_CTRL | MOD_SHIFT),
+            ("Tab", MOD_CTRL),
+            ("PageDown", MOD_CTRL),
+            ("KeyQ", MOD_CTRL | MOD_SHIFT),
+            ("F4", MOD_ALT),
+        ] {
+            assert_eq!(
+                key(&key_msg(KeyAction::Down, "x", code, mods)),
+                Err(InputError::BrowserShortcut),
+                "{code} {mods}"
+            );
+        }
+        // Editing shortcuts and plain keys reach the page.
+        for (code, mods) in [
+            ("KeyC", MOD_CTRL),
+            ("KeyW", 0),
+            ("Tab", MOD_SHIFT),
+            ("PageDown", MOD_SHIFT),
+            ("KeyQ", MOD_CTRL),
+            ("F4", 0),
+            ("KeyI", MOD_ALT | MOD_SHIFT),
+        ] {
+            assert!(
+                key(&key_msg(KeyAction::Down, "x", code, mods)).is_ok(),
+                "{code} {mods}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_codes_follow_what_the_key_types() {
+        let vk = |k: &str, code: &str| {
+            key_event(key(&key_msg(KeyAction::Down, k, code, 0)).expect("ok"))
+                .windows_virtual_key_code
+        };
+        // The keypad with NumLock off acts as navigation keys, with their codes.
+        assert_eq!(vk("Home", "Numpad7"), 36);
+        assert_eq!(vk("Clear", "Numpad5"), 12);
+        assert_eq!(vk("Insert", "Numpad0"), 45);
+        assert_eq!(vk("Delete", "NumpadDecimal"), 46);
+        assert_eq!(vk("7", "Numpad7"), 0x67);
+        assert_eq!(vk(".", "NumpadDecimal"), 110);
+        // Letters by the letter typed (AZERTY's A sits on the Q key), other keys by position.
+        assert_eq!(vk("a", "KeyQ"), 65);
+        assert_eq!(vk("A", "KeyA"), 65);
+        assert_eq!(vk("&", "Digit1"), 0x31);
+        assert_eq!(vk("é", "KeyE"), 69);
+        assert_eq!(vk("Dead", "Quote"), 222);
+    }
+
+    #[test]
+    fn compositions_keep_their_selection_inside_the_text() {
+        assert_eq!(
+            compose("日本", 0, 2),
+            Ok(Input::Compose {
+                text: "日本".into(),
+                start: 0,
+                end: 2
+            })
+        );
+        // UTF-16 units: an emoji counts 2.
+        assert_eq!(
+            compose("🙂", 9, 9),
+            Ok(Input::Compose {
+                text: "🙂".into(),
+                start: 2,
+                end: 2
+            })
+        );
+        assert_eq!(
+            compose("ab", 2, 1),
+            Ok(Input::Compose {
+                text: "ab".into(),
+                start: 1,
+                end: 1
+            })
+        );
+        assert_eq!(
+            compose("", 3, 3),
+            Ok(Input::Compose {
+                text: String::new(),
+                start: 0,
+                end: 0
+            })
+        );
+        assert_eq!(
+            compose(&"x".repeat(MAX_TEXT_CHARS + 1), 0, 0),
+            Err(InputError::TextTooLong)
+        );
+    }
+
+    #[test]
+    fn dead_keys_type_nothing_themselves() {
+        let k = key_event(key(&key_msg(KeyAction::Down, "Dead", "Quote", 0)).expect("ok"));
+        assert_eq!((k.kind, k.text), (KeyKind::RawKeyDown, None));
+        let k = key_event(key(&key_msg(KeyAction::Down, "é", "KeyE", 0)).expect("ok"));
+        assert_eq!((k.kind, k.text.as_deref()), (KeyKind::KeyDown, Some("é")));
     }
 
     #[test]

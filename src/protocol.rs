@@ -285,6 +285,15 @@ pub enum ClientMessage {
     Text {
         text: String,
     },
+    /// An IME composition in progress: the composing text, and the selection (caret) in it in
+    /// UTF-16 code units. Empty `text` cancels the composition; `text` commits it.
+    Compose {
+        text: String,
+        #[serde(default)]
+        start: u32,
+        #[serde(default)]
+        end: u32,
+    },
     /// A chat message to everyone.
     Chat {
         text: String,

@@ -842,6 +842,7 @@ async fn read_loop(
             ClientMessage::Wheel(m) => input::wheel(&m, &geometry()),
             ClientMessage::Key(m) => input::key(&m),
             ClientMessage::Text { text } => input::text(&text),
+            ClientMessage::Compose { text, start, end } => input::compose(&text, start, end),
         };
         match input {
             Ok(input) => {

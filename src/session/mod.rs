@@ -537,7 +537,7 @@ impl SessionHandle {
         let discrete = match &input {
             Input::Mouse { kind, .. } => *kind == MouseKind::Pressed,
             Input::Key(key) => key.kind != KeyKind::KeyUp,
-            Input::Text(_) => true,
+            Input::Text(_) | Input::Compose { .. } => true,
             Input::Wheel { .. } => false,
         };
         if discrete {

@@ -2,6 +2,7 @@
 //! whose pages report what they received, and a WebSocket participant client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod keyboard;
 pub mod viewer;
 
 use std::net::SocketAddr;
@@ -623,6 +624,46 @@ addEventListener('scroll', () => report({{type: 'scroll', y: scrollY}}));
     )
 }
 
+/// Mouse fidelity page: two paragraphs of words (their boxes reported on load), a draggable
+/// box and a drop zone, 5,000 px of width to scroll sideways. Reports mouse buttons with the
+/// selection at that moment, drag and drop, and scrolling.
+const MOUSE_PAGE: &str = r#"<body style="margin:0;width:5000px;height:1500px;background:#fff;font:20px 'DejaVu Sans Mono',monospace">
+<p id=p1 style="position:absolute;left:20px;top:20px;margin:0">alpha bravo charlie delta echo</p>
+<p id=p2 style="position:absolute;left:20px;top:80px;margin:0">golf hotel india juliet</p>
+<div id=src draggable=true style="position:absolute;left:100px;top:300px;width:100px;height:60px;background:#39c">drag me</div>
+<div id=dst style="position:absolute;left:500px;top:300px;width:200px;height:120px;background:#eee">drop here</div>
+<script>
+const words = {};
+for (const p of [p1, p2]) {
+  const text = p.firstChild;
+  let at = 0;
+  for (const w of text.data.split(' ')) {
+    const r = document.createRange();
+    r.setStart(text, at); r.setEnd(text, at + w.length);
+    const b = r.getBoundingClientRect();
+    words[w] = [b.left, b.top, b.width, b.height];
+    at += w.length + 1;
+  }
+}
+addEventListener('load', () => report({type: 'layout', words}));
+for (const type of ['mousedown', 'mouseup', 'click', 'dblclick', 'auxclick', 'contextmenu']) {
+  addEventListener(type, (e) => {
+    if (type === 'contextmenu') e.preventDefault();
+    report({type, button: e.button, buttons: e.buttons, detail: e.detail, x: e.clientX, y: e.clientY,
+      selection: getSelection().toString(), target: e.target.id});
+  });
+}
+for (const type of ['dragstart', 'dragenter', 'drop', 'dragend']) {
+  addEventListener(type, (e) => {
+    if (type === 'drop') e.preventDefault();
+    report({type, target: e.target.id, data: e.dataTransfer ? e.dataTransfer.getData('text/plain') : null});
+  });
+}
+src.addEventListener('dragstart', (e) => e.dataTransfer.setData('text/plain', 'payload'));
+dst.addEventListener('dragover', (e) => e.preventDefault());
+addEventListener('scroll', () => report({type: 'scroll', x: scrollX, y: scrollY}));
+</script></body>"#;
+
 fn page(body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=utf-8>{REPORT_JS}</head>{body}</html>"
@@ -681,6 +722,8 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
             .route("/text", get(|| async { page(&text_page()) }))
+            .route("/keylog", get(|| async { page(keyboard::keylog_page()) }))
+            .route("/mouse", get(|| async { page(MOUSE_PAGE) }))
             // Areas with different cursors, left to right: text, pointer, a url() cursor with a
             // `move` fallback, then the plain page.
             .route("/cursors", get(|| async {

@@ -9,6 +9,8 @@ const LONG_PRESS_MS = 550;
 const LINE_PX = 40;
 const TEXT_CHUNK = 4096; // protocol limit for one `text` message, in characters
 const MODIFIER_KEYS = new Set(['Alt', 'AltGraph', 'Control', 'Meta', 'Shift', 'CapsLock', 'OS']);
+/** macOS sends no keyup for keys released while Meta is held; other systems do. */
+const IS_MAC = /Mac|iPhone|iPad|iPod/.test(navigator.userAgentData?.platform ?? navigator.platform ?? '');
 
 /** Alt 1, Ctrl 2, Meta 4, Shift 8. */
 export function modsOf(e) {
@@ -18,10 +20,13 @@ export function modsOf(e) {
 const round1 = (v) => Math.round(v * 10) / 10;
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 
-/** Keys that stay with the local browser: reload, fullscreen, developer tools. */
+/**
+ * Keys that stay with the local browser: reload, fullscreen, developer tools (Ctrl+Shift+I/J/C;
+ * the server would not open the remote browser's developer tools either).
+ */
 function isReservedKey(e) {
   if (e.key === 'F5' || e.key === 'F11' || e.key === 'F12') return true;
-  return (e.ctrlKey || e.metaKey) && e.shiftKey && (e.code === 'KeyI' || e.code === 'KeyJ');
+  return (e.ctrlKey || e.metaKey) && e.shiftKey && (e.code === 'KeyI' || e.code === 'KeyJ' || e.code === 'KeyC');
 }
 
 const isPrintable = (key) => [...key].length === 1;
@@ -30,6 +35,7 @@ export class InputCapture {
   #canvas;
   #ime;
   #send;
+  #sendRaw;
   #isReady;
   #getViewport;
   #abort = null;
@@ -40,6 +46,8 @@ export class InputCapture {
   #lastPoint = { x: 0, y: 0 };
   #touch = null; // the one finger being tracked
   #printableSent = false; // a printable keydown was sent: its `input` event would duplicate it
+  #composing = null; // composition update not sent yet (see #onInput)
+  #composeTimer = 0;
 
   /**
    * @param canvas      the shared screen <canvas>
@@ -51,7 +59,12 @@ export class InputCapture {
   constructor({ canvas, ime, send, isReady, getViewport }) {
     this.#canvas = canvas;
     this.#ime = ime;
-    this.#send = send;
+    // Anything sent goes after a composition update still waiting, so order is kept.
+    this.#send = (msg) => {
+      this.#sendComposition();
+      send(msg);
+    };
+    this.#sendRaw = send;
     this.#isReady = isReady;
     this.#getViewport = getViewport;
   }
@@ -81,6 +94,9 @@ export class InputCapture {
     window.addEventListener('mousemove', (e) => this.#onMouseMove(e), opts);
     window.addEventListener('mouseup', (e) => this.#onMouseUp(e), opts);
     canvas.addEventListener('contextmenu', (e) => e.preventDefault(), opts);
+    // Keyboard focus lives in the hidden textarea, the only kind of element an IME composes
+    // in: a canvas that gets focus (Tab) hands it on.
+    canvas.addEventListener('focus', () => ime.focus({ preventScroll: true }), opts);
     canvas.addEventListener('wheel', (e) => this.#onWheel(e), { ...opts, passive: false });
     canvas.addEventListener('pointerdown', (e) => this.#onPointerDown(e), opts);
     canvas.addEventListener('pointermove', (e) => this.#onPointerMove(e), opts);
@@ -93,6 +109,9 @@ export class InputCapture {
       el.addEventListener('blur', () => this.#releaseKeys(), opts);
     }
     ime.addEventListener('compositionend', (e) => this.#onCompositionEnd(e), opts);
+    ime.addEventListener('compositionstart', () => this.#flush(), opts);
+    // A new update (a commit's included) proves the one held back was not part of a commit.
+    ime.addEventListener('compositionupdate', () => this.#sendComposition(), opts);
     ime.addEventListener('input', (e) => this.#onInput(e), opts);
     window.addEventListener('blur', () => this.releaseAll(), opts);
   }
@@ -172,9 +191,10 @@ export class InputCapture {
 
   #onMouseDown(e) {
     if (InputCapture.#fromTouch(e)) return;
-    // Also stops middle-click autoscroll and text selection around the canvas; focus is explicit.
+    // Also stops middle-click autoscroll and text selection around the canvas; focus is explicit:
+    // the hidden textarea, at the pointer (IME candidate windows open next to it).
     e.preventDefault();
-    this.#canvas.focus({ preventScroll: true });
+    this.#focusIme(e.clientX, e.clientY);
     const button = BUTTON_NAMES[e.button];
     if (!button || !this.#isReady()) return;
     const point = this.#toImage(e.clientX, e.clientY);
@@ -335,10 +355,18 @@ export class InputCapture {
     // IME in progress: the text arrives through compositionend / input instead.
     if (e.isComposing || e.keyCode === 229) return;
     if (isReservedKey(e)) return;
-    // Everything else is the remote page's: Tab, Ctrl+A, Backspace, arrows, space, …
-    e.preventDefault();
     this.#flush();
     const msg = this.#keyMessage('down', e);
+    // A dead key goes to the page (it sees keydown "Dead", as locally), but its default is
+    // kept: the local browser combines it with the next key into a composition or a key
+    // that types the accented letter, and that is forwarded in turn.
+    if (e.key === 'Dead') {
+      this.#keys.set(e.code || e.key, msg);
+      this.#send(msg);
+      return;
+    }
+    // Everything else is the remote page's: Tab, Ctrl+A, Backspace, arrows, space, …
+    e.preventDefault();
     this.#keys.set(e.code || e.key, msg);
     if (isPrintable(e.key)) this.#printableSent = true;
     this.#send(msg);
@@ -352,7 +380,7 @@ export class InputCapture {
     this.#printableSent = false;
     this.#send(this.#keyMessage('up', e));
     // macOS sends no keyup for keys released while Meta is held; release them with Meta.
-    if (e.key === 'Meta') {
+    if (e.key === 'Meta' && IS_MAC) {
       for (const [other, down] of this.#keys) {
         if (MODIFIER_KEYS.has(down.key)) continue;
         this.#keys.delete(other);
@@ -371,13 +399,49 @@ export class InputCapture {
 
   // ---- IME and soft keyboards (text no key event describes) ----
 
+  /**
+   * The composition as it stands after each change, so the remote page composes too (its
+   * composition events, the underlined text in its field). The textarea is empty outside
+   * compositions, so its value is the composing text and its selection the IME's caret.
+   */
+  #queueComposition() {
+    this.#flush(); // a move queued before the composition goes before it
+    const ime = this.#ime;
+    this.#composing = { t: 'compose', text: ime.value, start: ime.selectionStart, end: ime.selectionEnd };
+    // Held back until the next composition event or a later task: a commit updates the
+    // composition to the final text and ends it in one go, and the remote page must see that as
+    // one commit (`text`, which updates and ends its composition), not an update and a commit.
+    clearTimeout(this.#composeTimer);
+    this.#composeTimer = setTimeout(() => this.#sendComposition(), 0);
+  }
+
+  #sendComposition() {
+    const msg = this.#composing;
+    if (!msg) return;
+    this.#composing = null;
+    clearTimeout(this.#composeTimer);
+    this.#flush();
+    this.#sendRaw(msg);
+  }
+
+  /** Commits the remote composition with the final text, or cancels it (empty text). */
   #onCompositionEnd(e) {
-    this.#sendText(e.data ?? '');
+    this.#composing = null; // the commit carries the final text
+    clearTimeout(this.#composeTimer);
+    const text = e.data ?? '';
+    if (text) this.#sendText(text);
+    else this.#send({ t: 'compose', text: '', start: 0, end: 0 });
     this.#ime.value = '';
   }
 
   #onInput(e) {
-    if (e.isComposing) return; // compositionend delivers the result
+    if (e.isComposing) {
+      // compositionend delivers the result; until then the remote page follows the composition.
+      if (e.inputType === 'insertCompositionText' || e.inputType === 'deleteCompositionText') {
+        this.#queueComposition();
+      }
+      return;
+    }
     const ime = this.#ime;
     switch (e.inputType) {
       case 'insertText':
@@ -401,6 +465,7 @@ export class InputCapture {
   }
 
   #sendText(text) {
+    this.#flush();
     const chars = [...text];
     for (let i = 0; i < chars.length; i += TEXT_CHUNK) {
       this.#send({ t: 'text', text: chars.slice(i, i + TEXT_CHUNK).join('') });
