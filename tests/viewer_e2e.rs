@@ -552,3 +552,123 @@ async fn on_a_phone_a_long_press_is_a_right_click_and_two_fingers_zoom_the_view(
         .await
         .expect("server stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_navigates_and_answers_the_pages_dialogs() {
+    use support::viewer::{click_element, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/nav/1")).await;
+    site.report_where(|r| r["page"] == "/nav/1").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let agent = viewer
+        .browser
+        .new_page(server.join_link(&id, &links.owner).as_str())
+        .await
+        .expect("open owner link");
+    let customer = viewer
+        .browser
+        .new_page(server.join_link(&id, &links.viewer).as_str())
+        .await
+        .expect("open viewer link");
+    painted(&agent, 0).await;
+    until(
+        &agent,
+        "document.getElementById('page-title').textContent === 'Page 1'",
+        "cobrowse:page",
+    )
+    .await;
+    assert_eq!(
+        eval(&agent, "document.getElementById('nav-url').value").await,
+        site.url("/nav/1")
+    );
+    assert_eq!(
+        eval(&agent, "document.getElementById('nav-back').disabled").await,
+        true
+    );
+    // Only those who may act can edit the address.
+    until(
+        &customer,
+        "window.cobrowse.page && window.cobrowse.page().title === 'Page 1'",
+        "cobrowse:page",
+    )
+    .await;
+    assert_eq!(
+        eval(&customer, "document.getElementById('nav-url').readOnly").await,
+        true
+    );
+
+    // Type an address the way people do (no scheme) and press Enter.
+    click_element(&agent, "nav-url").await;
+    type_text(&agent, &format!("{}/nav/2", site.addr)).await;
+    key(&agent, "Enter", "Enter", 13, Some("\r")).await;
+    until(&agent, "document.getElementById('page-title').textContent === 'Page 2' && !document.getElementById('nav-back').disabled", "cobrowse:page").await;
+    assert_eq!(
+        eval(&agent, "document.getElementById('nav-url').value").await,
+        site.url("/nav/2")
+    );
+    until(
+        &customer,
+        "window.cobrowse.page().title === 'Page 2'",
+        "cobrowse:page",
+    )
+    .await;
+
+    click_element(&agent, "nav-back").await;
+    until(&agent, "document.getElementById('nav-url').value.endsWith('/nav/1') && !document.getElementById('nav-forward').disabled", "cobrowse:page").await;
+
+    // A page's confirm(): the agent answers it in the viewer; the customer sees that it waits.
+    click_element(&agent, "nav-url").await;
+    type_text(&agent, &site.url("/dialogs")).await;
+    key(&agent, "Enter", "Enter", 13, Some("\r")).await;
+    until(
+        &agent,
+        "document.getElementById('page-title').textContent === 'Dialogs'",
+        "cobrowse:page",
+    )
+    .await;
+    site.report_where(|r| r["page"] == "/dialogs").await;
+    let button = aim(&agent, 300.0, 50.0).await;
+    click(&agent, button.client, MouseButton::Left, 1).await;
+    until(
+        &agent,
+        "!document.getElementById('page-dialog').hidden",
+        "cobrowse:dialog",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &agent,
+            "document.getElementById('page-dialog-message').textContent"
+        )
+        .await,
+        "Delete the file?"
+    );
+    until(
+        &customer,
+        "!document.getElementById('page-dialog').hidden",
+        "cobrowse:dialog",
+    )
+    .await;
+    assert_eq!(
+        eval(&customer, "[document.getElementById('page-dialog-ok').hidden, document.getElementById('page-dialog-wait').hidden]").await,
+        serde_json::json!([true, false]),
+        "the customer cannot answer and is told the page waits"
+    );
+    click_element(&agent, "page-dialog-ok").await;
+    assert_eq!(site.report_of("confirm").await["value"], true);
+    until(
+        &agent,
+        "document.getElementById('page-dialog').hidden",
+        "cobrowse:dialog",
+    )
+    .await;
+    until(
+        &customer,
+        "document.getElementById('page-dialog').hidden",
+        "cobrowse:dialog",
+    )
+    .await;
+    viewer.close().await;
+    server.stop().await;
+}

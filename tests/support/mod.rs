@@ -546,6 +546,8 @@ pub fn us_key(c: char) -> (&'static str, u32, bool) {
         '<' => ("Comma", 188, true),
         '>' => ("Period", 190, true),
         '/' => ("Slash", 191, false),
+        ':' => ("Semicolon", 186, true),
+        ';' => ("Semicolon", 186, false),
         other => panic!("us_key: no key for {other:?}"),
     }
 }

@@ -254,3 +254,35 @@ pub async fn canvas_converges(page: &Page, server: &super::TestServer, id: &str)
         .await;
     }
 }
+
+/// Resolves once `condition` (a JS expression) holds in the viewer page, looking again on each
+/// `event` the viewer dispatches (`cobrowse:page`, `cobrowse:dialog`, `cobrowse:paint`).
+pub async fn until(page: &Page, condition: &str, event: &str) {
+    let js = format!(
+        "new Promise(resolve => {{
+           const done = () => {{ try {{ return Boolean({condition}); }} catch {{ return false; }} }};
+           if (done()) return resolve(true);
+           addEventListener('{event}', function on() {{ if (done()) {{ removeEventListener('{event}', on); resolve(true); }} }});
+         }})"
+    );
+    let waited = tokio::time::timeout(super::WAIT, page.evaluate(js)).await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "viewer never got to `{condition}` (waiting on {event})"
+    );
+}
+
+/// Clicks the middle of the viewer's element `id` with the mouse, as a person would.
+pub async fn click_element(page: &Page, id: &str) {
+    let r = eval(
+        page,
+        &format!("(() => {{ const r = document.getElementById('{id}').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2, r.width]; }})()"),
+    )
+    .await;
+    let at = (
+        r[0].as_f64().expect("x").round(),
+        r[1].as_f64().expect("y").round(),
+    );
+    assert!(r[2].as_f64().unwrap_or(0.0) > 0.0, "#{id} is visible");
+    click(page, at, MouseButton::Left, 1).await;
+}

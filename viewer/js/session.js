@@ -310,9 +310,11 @@ const handlers = {
   },
   page(msg) {
     nav.page(msg);
+    dispatchEvent(new Event('cobrowse:page'));
   },
   dialog(msg) {
     dialogs.dialog(msg, (text) => showNotice(text));
+    dispatchEvent(new Event('cobrowse:dialog'));
   },
   notice(msg) {
     if (msg.message) showNotice(String(msg.message), msg.level);
