@@ -16,15 +16,20 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::page::{
-    BringToFrontParams, CaptureScreenshotFormat, CaptureScreenshotParams, DialogType,
-    EventFrameNavigated, EventFrameStartedLoading, EventFrameStoppedLoading,
-    EventJavascriptDialogClosed, EventJavascriptDialogOpening, EventNavigatedWithinDocument,
-    EventScreencastFrame, GetLayoutMetricsParams, GetNavigationHistoryParams,
-    HandleJavaScriptDialogParams, NavigateParams, NavigateToHistoryEntryParams, ReloadParams,
-    ScreencastFrameAckParams, StartScreencastFormat, StartScreencastParams, StopScreencastParams,
+    AddScriptToEvaluateOnNewDocumentParams, BringToFrontParams, CaptureScreenshotFormat,
+    CaptureScreenshotParams, DialogType, EventFrameNavigated, EventFrameStartedLoading,
+    EventFrameStoppedLoading, EventJavascriptDialogClosed, EventJavascriptDialogOpening,
+    EventNavigatedWithinDocument, EventScreencastFrame, GetLayoutMetricsParams,
+    GetNavigationHistoryParams, HandleJavaScriptDialogParams, NavigateParams,
+    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams, StartScreencastFormat,
+    StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, GetTargetsParams,
+};
+pub use chromiumoxide::cdp::js_protocol::runtime::ExecutionContextId;
+use chromiumoxide::cdp::js_protocol::runtime::{
+    AddBindingParams, EvaluateParams, EventBindingCalled,
 };
 use chromiumoxide::Page;
 use futures::stream::FuturesUnordered;
@@ -38,6 +43,12 @@ use crate::input::{Input, KeyKind, MouseButton, MouseKind};
 use crate::navigation::History;
 use crate::protocol::DialogKind;
 use crate::screen::{FrameSource, RawFrame};
+
+/// The isolated world cobrowse's own page script runs in, and the binding it reports through.
+const NATIVE_WORLD: &str = "cobrowse";
+const NATIVE_BINDING: &str = "cobrowseNative";
+/// Intercepts `<select>` popups (see the file).
+const NATIVE_JS: &str = include_str!("js/native.js");
 
 /// How long Chromium may take to print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -102,6 +113,12 @@ pub enum PageEvent {
     DialogClosed { accepted: bool },
     /// The page's renderer process crashed: the page shows nothing until it is reloaded.
     Crashed,
+    /// cobrowse's page script asks for native UI (a `<select>` popup): `payload` is its JSON,
+    /// `context` the isolated world to answer in. Untrusted: the page can reach that code.
+    Native {
+        context: ExecutionContextId,
+        payload: String,
+    },
 }
 
 /// A running Chromium with the one page the session shows. Owned by the session task; dropping it
@@ -421,7 +438,24 @@ impl Browser {
             .event_listener::<EventTargetCrashed>()
             .await?
             .map(|_| PageEvent::Crashed);
+        let native = page
+            .event_listener::<EventBindingCalled>()
+            .await?
+            .filter_map(|e| async move {
+                (e.name == NATIVE_BINDING).then(|| PageEvent::Native {
+                    context: e.execution_context_id,
+                    payload: e.payload.clone(),
+                })
+            });
+        // Every new document of the page gets cobrowse's script, in a world the page cannot see.
+        let mut binding = AddBindingParams::new(NATIVE_BINDING);
+        binding.execution_context_name = Some(NATIVE_WORLD.into());
+        page.execute(binding).await?;
+        let mut script = AddScriptToEvaluateOnNewDocumentParams::new(NATIVE_JS);
+        script.world_name = Some(NATIVE_WORLD.into());
+        page.execute(script).await?;
         Ok(Box::pin(futures::stream::select_all([
+            native.boxed(),
             navigated.boxed(),
             within.boxed(),
             started.boxed(),
@@ -526,6 +560,21 @@ impl PageHandle {
                 debug!(error = %e, "reload failed");
             }
         });
+    }
+
+    /// Applies the choice for popup `id` (option `index`, or -1: closed unchanged) in the
+    /// isolated world that reported it. Returns whether the page took it.
+    pub async fn choose(
+        &self,
+        context: ExecutionContextId,
+        id: u32,
+        index: i64,
+    ) -> Result<bool, BrowserError> {
+        let mut params = EvaluateParams::new(format!("__cobrowseChoose({id}, {index})"));
+        params.context_id = Some(context);
+        params.return_by_value = Some(true);
+        let reply = self.page.execute(params).await?;
+        Ok(reply.result.result.value == Some(serde_json::Value::Bool(true)))
     }
 
     /// Answers the open JavaScript dialog: OK (`accept`) or Cancel; `prompt_text` for a prompt.

@@ -11,6 +11,7 @@
 //! - [`session`]: one session: participants, roles, the driver task that owns the browser.
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
+//! - [`native`]: reports of native UI (`<select>` popups) from the page script, checked (pure logic).
 //! - [`navigation`]: start URLs and the URL bar's reading of typed addresses (pure logic).
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
 //! - [`control`]: the control policy (shared / exclusive) and its state machine (pure logic).
@@ -27,6 +28,7 @@ pub mod control;
 pub mod encode;
 pub mod input;
 pub mod metrics;
+pub mod native;
 pub mod navigation;
 pub mod pacing;
 pub mod people;

@@ -194,6 +194,15 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         answered_by: Option<&'a str>,
     },
+    /// A `<select>` popup this participant opened (sent to them alone): its options, the
+    /// selected index (-1: none) and where the select sits on the screen (screen pixels, like
+    /// input: x, y, width, height). Answer with `choose`.
+    Select {
+        id: u32,
+        selected: i64,
+        options: &'a [crate::native::SelectOption],
+        rect: [f64; 4],
+    },
     Notice {
         level: &'a str,
         code: &'a str,
@@ -326,6 +335,12 @@ pub enum ClientMessage {
     /// Back, forward or reload.
     History {
         action: HistoryAction,
+    },
+    /// The choice in `<select>` popup `id`: option `index`, or none (`null`) to close it.
+    Choose {
+        id: u32,
+        #[serde(default)]
+        index: Option<u32>,
     },
     /// Answers JavaScript dialog `id`: OK (`accept`) or Cancel, with `text` for a prompt.
     Dialog {

@@ -343,6 +343,8 @@ enum ConnError {
     Socket(axum::Error),
     #[error("screen update could not be encoded")]
     Encode,
+    #[error("a second writer for the same participant")]
+    SecondWriter,
 }
 
 impl From<axum::Error> for ConnError {
@@ -435,6 +437,7 @@ async fn write_loop(
     .await?;
     w.send_state().await?;
     let removed = participant.removed();
+    let mut direct = participant.take_direct().ok_or(ConnError::SecondWriter)?;
     let mut links_changed = session.links_changed();
 
     let mut pacer = Pacer::new(Instant::now());
@@ -558,6 +561,7 @@ async fn write_loop(
                 w.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(truncate(&reason, 120)) }))).await?;
                 return Ok(());
             }
+            Some(json) = direct.recv() => w.send(Message::Text(Utf8Bytes::from(json.to_string()))).await?,
             Some(outgoing) = from_reader.recv() => match outgoing {
                 Outgoing::Notice(json) => w.send(Message::Text(Utf8Bytes::from(json.to_string()))).await?,
                 Outgoing::Close(code, reason) => {
@@ -832,6 +836,12 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::Choose { id, index } => {
+                if let Err(e) = session.choose(participant, id, index).await {
+                    notice("choose-refused", &e);
+                }
+                continue;
+            }
             ClientMessage::Dialog { id, accept, text } => {
                 if let Err(e) = session.answer_dialog(participant, id, accept, text).await {
                     notice("dialog-refused", &e);
@@ -850,6 +860,14 @@ async fn read_loop(
                     if *kind != MouseKind::Released {
                         cursor_probe.at(*x, *y);
                     }
+                }
+                let presses = match &input {
+                    Input::Mouse { kind, .. } => *kind == MouseKind::Pressed,
+                    Input::Key(k) => k.kind != crate::input::KeyKind::KeyUp,
+                    _ => false,
+                };
+                if presses {
+                    session.acted(participant);
                 }
                 if session.send_input(input).await.is_err() {
                     return Ok(());

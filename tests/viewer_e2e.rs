@@ -672,3 +672,61 @@ async fn the_viewer_navigates_and_answers_the_pages_dialogs() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_list_opens_in_the_viewer_and_the_choice_reaches_the_page() {
+    use support::viewer::{click_element, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/select")).await;
+    site.report_where(|r| r["page"] == "/select").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer
+        .browser
+        .new_page(server.join_link(&id, &links.controller).as_str())
+        .await
+        .expect("open controller link");
+    painted(&page, 0).await;
+    let select = aim(&page, 100.0, 20.0).await;
+    click(&page, select.client, MouseButton::Left, 1).await;
+    until(
+        &page,
+        "!document.getElementById('select-popup').hidden",
+        "cobrowse:select",
+    )
+    .await;
+    // The list sits under the select on the screen, and shows the page's options and groups.
+    let placed = eval(&page, "(() => { const p = document.getElementById('select-popup').getBoundingClientRect(); const c = document.getElementById('screen').getBoundingClientRect(); return [p.left - c.left, p.top - c.top, document.getElementById('select-popup').textContent]; })()").await;
+    let (left, top) = (
+        placed[0].as_f64().expect("x"),
+        placed[1].as_f64().expect("y"),
+    );
+    assert!(
+        left.abs() <= 2.0 && top > 0.0 && top < 60.0,
+        "placed at {placed}"
+    );
+    let text = placed[2].as_str().expect("text");
+    assert!(text.contains("Yellow") && text.contains("Lemon"), "{text}");
+    click_element(&page, "select-option-4").await;
+    assert_eq!(site.report_of("change").await["value"], "lemon");
+    until(
+        &page,
+        "document.getElementById('select-popup').hidden",
+        "cobrowse:select",
+    )
+    .await;
+
+    // From the keyboard: open again, arrow up to Banana, Enter.
+    click(&page, select.client, MouseButton::Left, 1).await;
+    until(
+        &page,
+        "!document.getElementById('select-popup').hidden",
+        "cobrowse:select",
+    )
+    .await;
+    key(&page, "ArrowUp", "ArrowUp", 38, None).await;
+    key(&page, "Enter", "Enter", 13, Some("\r")).await;
+    assert_eq!(site.report_of("change").await["value"], "banana");
+    viewer.close().await;
+    server.stop().await;
+}

@@ -358,6 +358,7 @@ impl Driver {
             let mut state = self.handle.state();
             state.dialog = None;
             state.dialog_answered_by = None;
+            state.select = None;
             state.page.url = url.to_string();
             state.page.loading = true;
             state.page.clone()
@@ -458,6 +459,14 @@ impl Driver {
                 });
             }
             PageEvent::Crashed => {}
+            PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
+                Ok(report) => {
+                    if !self.handle.select_opened(report, *context) {
+                        debug!("a list opened in the page with nobody to show it to");
+                    }
+                }
+                Err(e) => warn!(error = %e, "bad report from the page script ignored"),
+            },
         }
     }
 

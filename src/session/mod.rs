@@ -37,6 +37,9 @@ const INPUT_QUEUE: usize = 256;
 pub const EVENT_BUFFER: usize = 64;
 /// An input whose screen change has not come within this long is not timed.
 const INPUT_ANSWER_WINDOW: Duration = Duration::from_secs(1);
+/// Messages for one participant alone buffered; beyond, they are dropped (a popup they would
+/// see late anyway).
+const DIRECT_BUFFER: usize = 8;
 /// How long a page command (history, dialog answer) may take before the participant is told.
 const PAGE_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -197,6 +200,8 @@ struct Member {
     link: Arc<LinkStats>,
     /// Fired when the owner removes this participant.
     removed: CancellationToken,
+    /// Messages for this participant alone (a `<select>` popup they opened).
+    direct: mpsc::Sender<Arc<str>>,
 }
 
 impl Member {
@@ -263,6 +268,17 @@ pub struct OpenDialog {
     pub origin: String,
 }
 
+/// A `<select>` popup the page opened, waiting for a choice.
+#[derive(Debug, Clone, PartialEq)]
+struct OpenSelect {
+    /// The page script's number for it.
+    id: u32,
+    /// The isolated world to answer in.
+    context: crate::browser::ExecutionContextId,
+    /// The participant it is shown to.
+    opener: String,
+}
+
 struct State {
     /// Connected participants by id. Written by `join`, `rename` and `Participant::drop`.
     participants: HashMap<String, Member>,
@@ -278,6 +294,10 @@ struct State {
     next_dialog: u32,
     /// Who answered the open dialog (their name), until Chromium says it closed.
     dialog_answered_by: Option<String>,
+    /// The `<select>` popup open in the page, shown to the participant who opened it.
+    select: Option<OpenSelect>,
+    /// Who last pressed a mouse button or key on the page: the one a popup belongs to.
+    last_actor: Option<String>,
     /// Why the session ended; set once, before `cancel` fires.
     end_reason: Option<String>,
 }
@@ -427,6 +447,8 @@ impl SessionHandle {
                 dialog: None,
                 next_dialog: 1,
                 dialog_answered_by: None,
+                select: None,
+                last_actor: None,
                 end_reason: None,
             }),
             stats: Stats::default(),
@@ -647,6 +669,7 @@ impl SessionHandle {
                 .and_then(people::clean_name)
                 .unwrap_or_else(|| format!("{} {number}", role.title()));
             let color = people::pick_color(state.participants.values().map(|m| m.color), number);
+            let (direct_tx, direct_rx) = mpsc::channel(DIRECT_BUFFER);
             let member = Member {
                 role,
                 name: name.clone(),
@@ -655,6 +678,7 @@ impl SessionHandle {
                 number,
                 link: Arc::new(LinkStats::default()),
                 removed: CancellationToken::new(),
+                direct: direct_tx,
             };
             let entry = member.entry(&id);
             let participant = Participant {
@@ -665,6 +689,7 @@ impl SessionHandle {
                 color,
                 link: member.link.clone(),
                 removed: member.removed.clone(),
+                direct: Mutex::new(Some(direct_rx)),
             };
             state.participants.insert(id, member);
             (participant, state.participants.len(), entry)
@@ -933,6 +958,90 @@ impl SessionHandle {
         result
     }
 
+    /// Remembers who last pressed something on the page (a popup that opens is theirs).
+    pub fn acted(&self, p: &Participant) {
+        let mut state = self.state();
+        if state.last_actor.as_deref() != Some(p.id()) {
+            state.last_actor = Some(p.id().to_string());
+        }
+    }
+
+    /// A `<select>` popup opened in the page: shown to whoever last pressed something. Returns
+    /// whether someone was there to show it to.
+    fn select_opened(
+        &self,
+        report: crate::native::NativeReport,
+        context: crate::browser::ExecutionContextId,
+    ) -> bool {
+        let crate::native::NativeReport::Select {
+            id,
+            selected,
+            options,
+            rect,
+        } = report;
+        // Viewport CSS pixels → pixels of the screen the viewer paints.
+        let g = self.geometry();
+        let (sx, sy) = (
+            g.image_width / g.css_width.max(1.0),
+            g.image_height / g.css_height.max(1.0),
+        );
+        let rect = [rect[0] * sx, rect[1] * sy, rect[2] * sx, rect[3] * sy];
+        let mut state = self.state();
+        let Some(opener) = state.last_actor.clone() else {
+            return false;
+        };
+        let Some(member) = state.participants.get(&opener) else {
+            return false;
+        };
+        let json = ServerMessage::Select {
+            id,
+            selected,
+            options: &options,
+            rect,
+        }
+        .to_json();
+        if member.direct.try_send(Arc::from(json)).is_err() {
+            return false;
+        }
+        state.select = Some(OpenSelect {
+            id,
+            context,
+            opener,
+        });
+        true
+    }
+
+    /// `p`'s choice in popup `id`: option `index`, or `None` to close it unchanged. The caller
+    /// checked that `p` may act.
+    pub async fn choose(&self, p: &Participant, id: u32, index: Option<u32>) -> Result<(), String> {
+        let open = {
+            let mut state = self.state();
+            match state.select.take() {
+                Some(s) if s.id == id && s.opener == p.id() => s,
+                other => {
+                    state.select = other;
+                    return Err("that list is no longer open".into());
+                }
+            }
+        };
+        let index = index.map_or(-1, i64::from);
+        let page = self.page();
+        let choose = page.choose(open.context, id, index);
+        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, choose).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(if index < 0 {
+                "the list was closed".into()
+            } else {
+                "the page did not take that choice".into()
+            }),
+            Ok(Err(e)) => {
+                debug!(error = %e, "select choice failed");
+                Err("the page is gone".into())
+            }
+            Err(_) => Err("the page did not answer in time".into()),
+        }
+    }
+
     fn broadcast(&self, message: &ServerMessage<'_>) {
         // No receivers is fine: nobody is connected.
         let _ = self.shared.events.send(Arc::from(message.to_json()));
@@ -948,6 +1057,8 @@ pub struct Participant {
     color: &'static str,
     link: Arc<LinkStats>,
     removed: CancellationToken,
+    /// Messages for this participant alone; taken by its writer.
+    direct: Mutex<Option<mpsc::Receiver<Arc<str>>>>,
 }
 
 /// Why a participant could not be removed.
@@ -994,6 +1105,11 @@ impl Participant {
 
     pub fn session(&self) -> &SessionHandle {
         &self.session
+    }
+
+    /// The messages for this participant alone (once: its writer takes them).
+    pub fn take_direct(&self) -> Option<mpsc::Receiver<Arc<str>>> {
+        lock(&self.direct).take()
     }
 
     /// This participant's link figures, written by its writer task.

@@ -761,6 +761,17 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 <script>addEventListener('beforeunload', e => { e.preventDefault(); e.returnValue = ''; });
 document.getElementById('t').addEventListener('input', e => report({type: 'input', value: e.target.value}));</script></body>"#)
             }))
+            // A select at (0..300, 0..40) with option groups and a disabled option; reports
+            // each input and change with the value chosen.
+            .route("/select", get(|| async {
+                page(r#"<title>Select</title><body style="margin:0;background:#fff"><select id=s style="position:absolute;left:0;top:0;width:300px;height:40px">
+<option value=none>Choose a fruit</option>
+<optgroup label="Red"><option value=apple>Apple</option><option value=cherry disabled>Cherry (sold out)</option></optgroup>
+<optgroup label="Yellow"><option value=banana>Banana</option><option value=lemon>Lemon</option></optgroup>
+</select>
+<script>const s = document.getElementById('s');
+for (const type of ['input', 'change']) s.addEventListener(type, () => report({type, value: s.value}));</script></body>"#)
+            }))
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -10,6 +10,7 @@ import { Annotations } from './annotate.js';
 import { ViewZoom } from './zoom.js';
 import { NavBar } from './navbar.js';
 import { PageDialogs } from './dialogs.js';
+import { SelectPopup } from './select.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -134,6 +135,7 @@ const nav = new NavBar(
   (msg) => conn.send(msg),
 );
 stats.page = () => nav.state;
+const selectPopup = new SelectPopup($('select-popup'), ui.canvas, ui.stage, (msg) => conn.send(msg), stats);
 const dialogs = new PageDialogs(
   {
     box: $('page-dialog'),
@@ -311,6 +313,10 @@ const handlers = {
   page(msg) {
     nav.page(msg);
     dispatchEvent(new Event('cobrowse:page'));
+  },
+  select(msg) {
+    selectPopup.show(msg);
+    dispatchEvent(new Event('cobrowse:select'));
   },
   dialog(msg) {
     dialogs.dialog(msg, (text) => showNotice(text));

@@ -1,0 +1,115 @@
+//! Native UI the headless browser cannot show, described by cobrowse's page script and shown by
+//! the viewer instead: `<select>` popups. Parsing and checking what the page script reports
+//! (pure logic): the page can reach that code, so its reports are untrusted input.
+
+use serde::{Deserialize, Serialize};
+
+/// Options shown at most; more are cut (the page script already stops there).
+pub const MAX_OPTIONS: usize = 1000;
+/// Characters of an option or group label shown at most.
+pub const MAX_LABEL: usize = 200;
+/// Largest report accepted from the page script, in bytes.
+pub const MAX_REPORT: usize = 512 * 1024;
+
+/// What the page script reports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum NativeReport {
+    /// A `<select>` popup opened: its options, the selected one, where it is (viewport CSS px).
+    Select {
+        id: u32,
+        selected: i64,
+        options: Vec<SelectOption>,
+        rect: [f64; 4],
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct SelectOption {
+    pub label: String,
+    #[serde(default)]
+    pub disabled: bool,
+    /// The `<optgroup>` label, if the option is in one.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Reads a report, cutting labels and lists to size and refusing what makes no sense.
+pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
+    if payload.len() > MAX_REPORT {
+        return Err(format!("report longer than {MAX_REPORT} bytes"));
+    }
+    let mut report: NativeReport = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    match &mut report {
+        NativeReport::Select {
+            options,
+            rect,
+            selected,
+            ..
+        } => {
+            if !rect.iter().all(|v| v.is_finite()) {
+                return Err("select position is not a number".into());
+            }
+            options.truncate(MAX_OPTIONS);
+            for option in options.iter_mut() {
+                option.label = clip(&option.label);
+                option.group = option.group.as_deref().map(clip);
+            }
+            if *selected >= options.len() as i64 {
+                *selected = -1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A label as shown: at most [`MAX_LABEL`] characters, control characters as spaces.
+fn clip(label: &str) -> String {
+    label
+        .chars()
+        .take(MAX_LABEL)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_select_report() {
+        let report = parse_report(
+            r#"{"kind":"select","id":3,"selected":1,"rect":[10,20,200,30],
+                "options":[{"label":"Red","disabled":false,"group":null},
+                           {"label":"Gre\u0007en","disabled":true,"group":"Warm"}]}"#,
+        )
+        .expect("valid");
+        let NativeReport::Select {
+            id,
+            selected,
+            options,
+            rect,
+        } = report;
+        assert_eq!((id, selected, rect), (3, 1, [10.0, 20.0, 200.0, 30.0]));
+        assert_eq!(options[1].label, "Gre en");
+        assert!(options[1].disabled);
+        assert_eq!(options[1].group.as_deref(), Some("Warm"));
+    }
+
+    #[test]
+    fn refuses_or_trims_what_a_page_could_forge() {
+        assert!(parse_report("not json").is_err());
+        assert!(parse_report(r#"{"kind":"other"}"#).is_err());
+        assert!(parse_report(&"x".repeat(MAX_REPORT + 1)).is_err());
+        let long = format!(
+            r#"{{"kind":"select","id":1,"selected":5000,"rect":[0,0,1,1],"options":[{}]}}"#,
+            vec![format!(r#"{{"label":"{}"}}"#, "y".repeat(500)); MAX_OPTIONS + 5].join(",")
+        );
+        let NativeReport::Select {
+            options, selected, ..
+        } = parse_report(&long).expect("trimmed");
+        assert_eq!(options.len(), MAX_OPTIONS);
+        assert_eq!(options[0].label.chars().count(), MAX_LABEL);
+        assert_eq!(selected, -1, "an index past the options selects nothing");
+    }
+}
