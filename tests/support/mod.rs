@@ -212,6 +212,8 @@ pub struct Participant {
     pub closed_with: Option<u16>,
     /// The screen as rebuilt from the updates applied so far (as a viewer's canvas).
     pub screen: Option<image::RgbImage>,
+    /// Number of the newest update received, applied or skipped.
+    pub newest_update: Option<u32>,
 }
 
 pub async fn ws_request(
@@ -274,6 +276,7 @@ impl Participant {
             json_seen: Vec::new(),
             closed_with: None,
             screen: None,
+            newest_update: None,
         };
         p.hello = p.next_json("hello").await;
         Ok(p)
@@ -347,6 +350,11 @@ impl Participant {
                 }
                 Some(Message::Close(_)) | None => {
                     panic!("socket closed while waiting for '{kind}'")
+                }
+                Some(Message::Binary(raw)) => {
+                    self.newest_update = protocol::decode_update_header(&raw)
+                        .map(|h| h.number)
+                        .or(self.newest_update);
                 }
                 Some(_) => {}
             }
@@ -467,6 +475,28 @@ impl Participant {
             skipped += 1;
             let (w, h) = (frame.image.width(), frame.image.height());
             last = Some((frame.header.version, frame.pixel(w / 2, h / 2)));
+        }
+    }
+
+    /// What a viewer does after skipping updates: acknowledges everything received and asks
+    /// for a whole screen, then applies updates from that keyframe on (with nothing received
+    /// yet, the first update is a keyframe anyway). Returns the keyframe.
+    pub async fn resync(&mut self) -> Frame {
+        if let Some(seq) = self.newest_update {
+            self.send(json!({ "t": "ack", "seq": seq, "resync": true }))
+                .await;
+        }
+        self.screen = None;
+        loop {
+            let raw = self.next_frame_raw().await;
+            let header = protocol::decode_update_header(&raw).expect("update header");
+            if header.flags & protocol::flags::KEYFRAME != 0 {
+                let frame = self.apply(raw);
+                self.ack(frame.header.number).await;
+                return frame;
+            }
+            // Sent before the resync: acknowledged, not painted.
+            self.ack(header.number).await;
         }
     }
 
