@@ -1,5 +1,6 @@
 //! Native UI the headless browser cannot show, described by cobrowse's page script and shown by
-//! the viewer instead: `<select>` popups. Parsing and checking what the page script reports
+//! the viewer instead: `<select>` popups, and text copied in the page (for the participant's own
+//! clipboard). Parsing and checking what the page script reports
 //! (pure logic): the page can reach that code, so its reports are untrusted input.
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_OPTIONS: usize = 1000;
 /// Characters of an option or group label shown at most.
 pub const MAX_LABEL: usize = 200;
+/// Characters of copied text passed on at most.
+pub const MAX_COPY: usize = 100_000;
 /// Largest report accepted from the page script, in bytes.
 pub const MAX_REPORT: usize = 512 * 1024;
 
@@ -22,6 +25,8 @@ pub enum NativeReport {
         options: Vec<SelectOption>,
         rect: [f64; 4],
     },
+    /// Text was copied or cut in the page.
+    Copy { text: String },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -59,6 +64,11 @@ pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
                 *selected = -1;
             }
         }
+        NativeReport::Copy { text } => {
+            if text.chars().count() > MAX_COPY {
+                *text = text.chars().take(MAX_COPY).collect();
+            }
+        }
     }
     Ok(report)
 }
@@ -89,7 +99,10 @@ mod tests {
             selected,
             options,
             rect,
-        } = report;
+        } = report
+        else {
+            panic!("not a select: {report:?}");
+        };
         assert_eq!((id, selected, rect), (3, 1, [10.0, 20.0, 200.0, 30.0]));
         assert_eq!(options[1].label, "Gre en");
         assert!(options[1].disabled);
@@ -107,9 +120,23 @@ mod tests {
         );
         let NativeReport::Select {
             options, selected, ..
-        } = parse_report(&long).expect("trimmed");
+        } = parse_report(&long).expect("trimmed")
+        else {
+            panic!("not a select");
+        };
         assert_eq!(options.len(), MAX_OPTIONS);
         assert_eq!(options[0].label.chars().count(), MAX_LABEL);
         assert_eq!(selected, -1, "an index past the options selects nothing");
+        let copy = parse_report(&format!(
+            r#"{{"kind":"copy","text":"{}"}}"#,
+            "é".repeat(MAX_COPY + 3)
+        ))
+        .expect("copy");
+        assert_eq!(
+            copy,
+            NativeReport::Copy {
+                text: "é".repeat(MAX_COPY)
+            }
+        );
     }
 }

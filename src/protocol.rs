@@ -203,6 +203,11 @@ pub enum ServerMessage<'a> {
         options: &'a [crate::native::SelectOption],
         rect: [f64; 4],
     },
+    /// Text copied (or cut) in the page by this participant, for their own clipboard (sent to
+    /// them alone).
+    Clipboard {
+        text: &'a str,
+    },
     Notice {
         level: &'a str,
         code: &'a str,

@@ -600,23 +600,43 @@ async fn shutdown_tells_participants_and_closes_the_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_browser_ends_its_session_cleanly() {
+async fn a_browser_that_keeps_crashing_ends_its_session_and_only_it() {
     let site = TestSite::start().await;
     let server = TestServer::start().await;
     let (id, links) = server.create_session(&site.url("/color")).await;
     let (other_id, other_links) = server
         .create_session(&site.url("/color?c=rgb(0,0,250)"))
         .await;
-    let pid = server.session_json(&id).await.1["browserPid"]
-        .as_u64()
-        .expect("pid") as u32;
     let mut owner = server.join(&id, &links.owner).await;
     owner.next_frame().await;
-
-    let victim = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(victim, rustix::process::Signal::KILL).expect("kill Chromium");
+    let kill = |pid: u32| {
+        let victim = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(victim, rustix::process::Signal::KILL)
+            .expect("kill Chromium");
+    };
+    let browser_pid = || async {
+        server.session_json(&id).await.1["browserPid"]
+            .as_u64()
+            .expect("pid") as u32
+    };
+    // Three crashes are recovered from: a new browser each time, the participant still there.
+    for crash in 1..=3 {
+        let pid = browser_pid().await;
+        kill(pid);
+        owner
+            .json_where("notice", |v| v["code"] == "browser-restarted")
+            .await;
+        let (_, info) = server.session_json(&id).await;
+        assert_ne!(info["browserPid"], pid, "crash {crash}: a new browser");
+        assert_eq!(info["browserRestarts"], crash);
+    }
+    // A fourth within minutes is a page that kills its browser: the session ends.
+    kill(browser_pid().await);
     let ended = owner.next_json("ended").await;
-    assert_eq!(ended["reason"], "the browser stopped unexpectedly");
+    assert_eq!(
+        ended["reason"],
+        "the browser stopped unexpectedly too many times"
+    );
     while owner
         .next_message()
         .await

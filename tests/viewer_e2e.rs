@@ -730,3 +730,72 @@ async fn a_select_list_opens_in_the_viewer_and_the_choice_reaches_the_page() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_in_the_page_fills_the_participants_clipboard_and_pasting_sends_theirs() {
+    use chromiumoxide::cdp::browser_protocol::browser::{
+        PermissionDescriptor, PermissionSetting, SetPermissionParams,
+    };
+    use support::keyboard::{us_key, Keyboard};
+    use support::viewer::until;
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/type")).await;
+    site.report_where(|r| r["page"] == "/type").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    // The participant's browser lets the viewer use the clipboard (a real one asks, or allows
+    // writing on a focused page; reading it back here is the test's check).
+    let origin = server.url("").trim_end_matches('/').to_string();
+    for name in ["clipboard-read", "clipboard-write"] {
+        let mut grant =
+            SetPermissionParams::new(PermissionDescriptor::new(name), PermissionSetting::Granted);
+        grant.origin = Some(origin.clone());
+        viewer
+            .browser
+            .execute(grant)
+            .await
+            .expect("grant clipboard");
+    }
+    let page = viewer
+        .browser
+        .new_page(server.join_link(&id, &links.controller).as_str())
+        .await
+        .expect("open controller link");
+    painted(&page, 0).await;
+    let field = aim(&page, 100.0, 100.0).await;
+    click(&page, field.client, MouseButton::Left, 1).await;
+    let mut kb = Keyboard::new(&page);
+    kb.type_text("copy me").await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "copy me")
+        .await;
+
+    // Ctrl+A, Ctrl+C in the remote page: the text lands on this participant's clipboard.
+    kb.down_def(us_key("ControlLeft"), false).await;
+    kb.press("KeyA").await;
+    kb.press("KeyC").await;
+    kb.up_def(us_key("ControlLeft")).await;
+    until(
+        &page,
+        "window.cobrowse.copied === 'copy me'",
+        "cobrowse:clipboard",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "navigator.clipboard.readText()").await,
+        "copy me"
+    );
+
+    // Their own clipboard, pasted with Ctrl+V, replaces the selection in the remote page.
+    eval(
+        &page,
+        "navigator.clipboard.writeText('pasted\\r\\nline two').then(() => true)",
+    )
+    .await;
+    kb.down_def(us_key("ControlLeft"), false).await;
+    kb.press("KeyV").await;
+    kb.up_def(us_key("ControlLeft")).await;
+    site.report_where(|r| r["type"] == "input" && r["value"] == "pasted\nline two")
+        .await;
+    viewer.close().await;
+    server.stop().await;
+}

@@ -61,6 +61,23 @@
     if (opens) openSelect(select, e);
   }, true);
 
+  // Copy and cut: the text copied goes to the participant who pressed the keys, for their own
+  // clipboard. Never from a password field (browsers do not copy those either).
+  const MAX_COPY = 100000;
+  const copied = () => {
+    const el = document.activeElement;
+    let text = '';
+    if (el instanceof HTMLInputElement && el.type === 'password') return;
+    if ((el instanceof HTMLTextAreaElement || el instanceof HTMLInputElement) && el.selectionStart !== null) {
+      text = el.value.slice(el.selectionStart, el.selectionEnd);
+    } else {
+      text = String(getSelection() ?? '');
+    }
+    if (text) send({ kind: 'copy', text: text.slice(0, MAX_COPY) });
+  };
+  addEventListener('copy', copied, true);
+  addEventListener('cut', copied, true);
+
   // The choice for popup `id`: option `index`, or -1 to close it unchanged. Fires `input` and
   // `change` as a local browser does when the choice changes the value.
   globalThis.__cobrowseChoose = (id, index) => {

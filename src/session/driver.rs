@@ -460,6 +460,9 @@ impl Driver {
             }
             PageEvent::Crashed => {}
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
+                Ok(crate::native::NativeReport::Copy { text }) => {
+                    self.handle.copied(&text);
+                }
                 Ok(report) => {
                     if !self.handle.select_opened(report, *context) {
                         debug!("a list opened in the page with nobody to show it to");
@@ -627,10 +630,18 @@ impl Driver {
                 let wanted = *count.borrow() > 0;
                 if wanted != screencasting {
                     retry_at = None;
-                    let result = if wanted {
-                        browser.start_screencast().await
-                    } else {
-                        browser.stop_screencast().await
+                    let change = async {
+                        if wanted {
+                            browser.start_screencast().await
+                        } else {
+                            browser.stop_screencast().await
+                        }
+                    };
+                    // A command to a browser that just died waits for chromiumoxide's 30 s
+                    // timeout: the death is noticed at once instead.
+                    let result = tokio::select! {
+                        result = change => result,
+                        _ = gone.cancelled() => return Exit::BrowserDied,
                     };
                     match result {
                         Ok(()) => {

@@ -978,7 +978,10 @@ impl SessionHandle {
             selected,
             options,
             rect,
-        } = report;
+        } = report
+        else {
+            return false;
+        };
         // Viewport CSS pixels → pixels of the screen the viewer paints.
         let g = self.geometry();
         let (sx, sy) = (
@@ -1009,6 +1012,22 @@ impl SessionHandle {
             opener,
         });
         true
+    }
+
+    /// Text was copied in the page: it goes to whoever last pressed something on it (the one
+    /// who copied), for their own clipboard. Logged by size, never by content.
+    fn copied(&self, text: &str) {
+        let state = self.state();
+        let Some(member) = state
+            .last_actor
+            .as_ref()
+            .and_then(|id| state.participants.get(id))
+        else {
+            return;
+        };
+        let json = ServerMessage::Clipboard { text }.to_json();
+        let sent = member.direct.try_send(Arc::from(json)).is_ok();
+        info!(session_id = %self.id(), participant = ?state.last_actor, chars = text.chars().count(), sent, "text copied out of the page");
     }
 
     /// `p`'s choice in popup `id`: option `index`, or `None` to close it unchanged. The caller

@@ -31,6 +31,10 @@ function isReservedKey(e) {
 
 const isPrintable = (key) => [...key].length === 1;
 
+/** Ctrl/Cmd+V (Shift too): the local browser pastes the participant's own clipboard, and the
+ *  `paste` event sends its text to the page. */
+const isPasteKey = (e) => (e.ctrlKey || e.metaKey) && !e.altKey && e.code === 'KeyV';
+
 export class InputCapture {
   #canvas;
   #ime;
@@ -108,6 +112,7 @@ export class InputCapture {
       // Keyups after focus moved elsewhere never reach us, so release now.
       el.addEventListener('blur', () => this.#releaseKeys(), opts);
     }
+    for (const el of [canvas, ime]) el.addEventListener('paste', (e) => this.#onPaste(e), opts);
     ime.addEventListener('compositionend', (e) => this.#onCompositionEnd(e), opts);
     ime.addEventListener('compositionstart', () => this.#flush(), opts);
     // A new update (a commit's included) proves the one held back was not part of a commit.
@@ -354,7 +359,7 @@ export class InputCapture {
   #onKeyDown(e) {
     // IME in progress: the text arrives through compositionend / input instead.
     if (e.isComposing || e.keyCode === 229) return;
-    if (isReservedKey(e)) return;
+    if (isReservedKey(e) || isPasteKey(e)) return;
     this.#flush();
     const msg = this.#keyMessage('down', e);
     // A dead key goes to the page (it sees keydown "Dead", as locally), but its default is
@@ -462,6 +467,13 @@ export class InputCapture {
     }
     // Outside a composition the textarea's content is never needed again.
     ime.value = '';
+  }
+
+  /** The participant's clipboard, pasted: its text goes to the page as typed text. */
+  #onPaste(e) {
+    e.preventDefault();
+    const text = e.clipboardData?.getData('text/plain') ?? '';
+    if (text) this.#sendText(text.replace(/\r\n?/g, '\n'));
   }
 
   #sendText(text) {

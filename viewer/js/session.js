@@ -318,6 +318,27 @@ const handlers = {
     selectPopup.show(msg);
     dispatchEvent(new Event('cobrowse:select'));
   },
+  async clipboard(msg) {
+    if (typeof msg.text !== 'string') return;
+    stats.copied = msg.text;
+    let written = false;
+    try {
+      await navigator.clipboard.writeText(msg.text);
+      written = true;
+    } catch {
+      written = false; // not allowed here (permissions, insecure context): show it to copy by hand
+    }
+    if (written) {
+      showNotice(`Copied to your clipboard (${[...msg.text].length} characters).`);
+    } else {
+      const text = $('copy-text');
+      text.value = msg.text;
+      $('copy-box').hidden = false;
+      text.focus();
+      text.select();
+    }
+    dispatchEvent(new Event('cobrowse:clipboard'));
+  },
   dialog(msg) {
     dialogs.dialog(msg, (text) => showNotice(text));
     dispatchEvent(new Event('cobrowse:dialog'));
@@ -342,6 +363,10 @@ conn.onState(setState);
 // ---- page wiring ----
 
 ui.noticeClose.addEventListener('click', hideNotice);
+$('copy-close').addEventListener('click', () => {
+  $('copy-box').hidden = true;
+  ui.canvas.focus({ preventScroll: true });
+});
 // The share panel is the owner's: so is ending the session for everyone.
 $('end-session').addEventListener('click', () => {
   if (window.confirm('End this session for everyone? The shared browser will be closed.')) conn.send({ t: 'end' });
