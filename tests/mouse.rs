@@ -9,7 +9,7 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::Page;
 use serde_json::Value;
-use support::viewer::{aim, click, eval, painted, ViewerBrowser};
+use support::viewer::{aim, click, eval, mouse_held, ViewerBrowser};
 use support::{TestServer, TestSite};
 
 struct Setup {
@@ -28,11 +28,8 @@ async fn open_mouse_page() -> Setup {
     let words = site.report_of("layout").await["words"].clone();
     let browser = ViewerBrowser::launch(1280, 900).await;
     let page = browser
-        .browser
-        .new_page(server.join_link(&id, &links.controller).as_str())
-        .await
-        .expect("open the join link");
-    painted(&page, 0).await;
+        .open(&server.join_link(&id, &links.controller))
+        .await;
     Setup {
         site,
         server,
@@ -56,36 +53,15 @@ impl Setup {
     }
 }
 
-/// A mouse event in the viewer page with the buttons held.
-async fn mouse(
-    page: &Page,
-    kind: DispatchMouseEventType,
-    (x, y): (f64, f64),
-    button: MouseButton,
-    buttons: i64,
-    clicks: i64,
-) {
-    let params = DispatchMouseEventParams::builder()
-        .r#type(kind)
-        .x(x)
-        .y(y)
-        .button(button)
-        .buttons(buttons)
-        .click_count(clicks)
-        .build()
-        .expect("mouse");
-    page.execute(params).await.expect("mouse event");
-}
-
 /// Presses the left button at `from`, moves to `to` in `steps` moves, releases: a drag.
 async fn drag(page: &Page, from: (f64, f64), to: (f64, f64), steps: u32) {
     use DispatchMouseEventType::*;
-    mouse(page, MouseMoved, from, MouseButton::None, 0, 0).await;
-    mouse(page, MousePressed, from, MouseButton::Left, 1, 1).await;
+    mouse_held(page, MouseMoved, from, MouseButton::None, 0, 0).await;
+    mouse_held(page, MousePressed, from, MouseButton::Left, 1, 1).await;
     for i in 1..=steps {
         let t = f64::from(i) / f64::from(steps);
         let at = (from.0 + (to.0 - from.0) * t, from.1 + (to.1 - from.1) * t);
-        mouse(page, MouseMoved, at, MouseButton::None, 1, 0).await;
+        mouse_held(page, MouseMoved, at, MouseButton::None, 1, 0).await;
         // Each move its own animation frame in the viewer, as a hand's would be.
         eval(
             page,
@@ -93,7 +69,7 @@ async fn drag(page: &Page, from: (f64, f64), to: (f64, f64), steps: u32) {
         )
         .await;
     }
-    mouse(page, MouseReleased, to, MouseButton::Left, 0, 1).await;
+    mouse_held(page, MouseReleased, to, MouseButton::Left, 0, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -561,17 +561,8 @@ async fn the_viewer_navigates_and_answers_the_pages_dialogs() {
     let (id, links) = server.create_session(&site.url("/nav/1")).await;
     site.report_where(|r| r["page"] == "/nav/1").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
-    let agent = viewer
-        .browser
-        .new_page(server.join_link(&id, &links.owner).as_str())
-        .await
-        .expect("open owner link");
-    let customer = viewer
-        .browser
-        .new_page(server.join_link(&id, &links.viewer).as_str())
-        .await
-        .expect("open viewer link");
-    painted(&agent, 0).await;
+    let agent = viewer.open(&server.join_link(&id, &links.owner)).await;
+    let customer = viewer.open(&server.join_link(&id, &links.viewer)).await;
     until(
         &agent,
         "document.getElementById('page-title').textContent === 'Page 1'",
@@ -681,12 +672,7 @@ async fn a_select_list_opens_in_the_viewer_and_the_choice_reaches_the_page() {
     let (id, links) = server.create_session(&site.url("/select")).await;
     site.report_where(|r| r["page"] == "/select").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
-    let page = viewer
-        .browser
-        .new_page(server.join_link(&id, &links.controller).as_str())
-        .await
-        .expect("open controller link");
-    painted(&page, 0).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
     let select = aim(&page, 100.0, 20.0).await;
     click(&page, select.client, MouseButton::Left, 1).await;
     until(
@@ -756,12 +742,7 @@ async fn copying_in_the_page_fills_the_participants_clipboard_and_pasting_sends_
             .await
             .expect("grant clipboard");
     }
-    let page = viewer
-        .browser
-        .new_page(server.join_link(&id, &links.controller).as_str())
-        .await
-        .expect("open controller link");
-    painted(&page, 0).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
     let field = aim(&page, 100.0, 100.0).await;
     click(&page, field.client, MouseButton::Left, 1).await;
     let mut kb = Keyboard::new(&page);

@@ -42,6 +42,17 @@ impl ViewerBrowser {
         }
     }
 
+    /// Opens a join link in a new tab and waits until the viewer painted the screen.
+    pub async fn open(&self, link: &str) -> Page {
+        let page = self
+            .browser
+            .new_page(link)
+            .await
+            .expect("open the join link");
+        painted(&page, 0).await;
+        page
+    }
+
     pub async fn close(mut self) {
         let _ = self.browser.close().await;
         let _ = self.browser.wait().await;
@@ -108,8 +119,28 @@ pub fn assert_hit(report: &Value, aim: &Aim) {
 pub async fn mouse(
     page: &Page,
     kind: DispatchMouseEventType,
+    at: (f64, f64),
+    button: MouseButton,
+    clicks: i64,
+) {
+    // A real mouse reports the pressed button as held while it is down.
+    let held = match (&kind, &button) {
+        (DispatchMouseEventType::MousePressed, MouseButton::Left) => 1,
+        (DispatchMouseEventType::MousePressed, MouseButton::Right) => 2,
+        (DispatchMouseEventType::MousePressed, MouseButton::Middle) => 4,
+        _ => 0,
+    };
+    mouse_held(page, kind, at, button, held, clicks).await;
+}
+
+/// A mouse event with the `buttons` bitmask given (1 left, 2 right, 4 middle), e.g. moves
+/// during a drag.
+pub async fn mouse_held(
+    page: &Page,
+    kind: DispatchMouseEventType,
     (x, y): (f64, f64),
     button: MouseButton,
+    buttons: i64,
     clicks: i64,
 ) {
     let params = DispatchMouseEventParams::builder()
@@ -117,6 +148,7 @@ pub async fn mouse(
         .x(x)
         .y(y)
         .button(button)
+        .buttons(buttons)
         .click_count(clicks)
         .build()
         .expect("mouse");
