@@ -130,6 +130,8 @@ pub struct SessionView {
     browser_restarts: u32,
     /// The page: URL, title, loading, back/forward.
     page: crate::session::PageInfo,
+    /// The browser's tabs in strip order (the active one's page is `page`).
+    tabs: Vec<crate::tabs::TabInfo>,
     links: Links,
     /// Each connected participant's link: round trip, lag, quality, updates and bytes sent.
     participant_links: Vec<crate::session::LinkInfo>,
@@ -168,6 +170,7 @@ impl From<SessionInfo> for SessionView {
             browser_pid: i.browser_pid,
             browser_restarts: i.restarts,
             page: i.page,
+            tabs: i.tabs,
             links: i.links,
             participant_links: i.participant_links,
             pipeline: i.pipeline,

@@ -25,11 +25,12 @@ use chromiumoxide::cdp::browser_protocol::page::{
     StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
-    CloseTargetParams, CreateTargetParams, GetTargetsParams,
+    CloseTargetParams, CreateTargetParams, EventAttachedToTarget, EventTargetDestroyed,
+    EventTargetInfoChanged, GetTargetsParams, TargetId,
 };
 pub use chromiumoxide::cdp::js_protocol::runtime::ExecutionContextId;
 use chromiumoxide::cdp::js_protocol::runtime::{
-    AddBindingParams, EvaluateParams, EventBindingCalled,
+    AddBindingParams, EvaluateParams, EventBindingCalled, RunIfWaitingForDebuggerParams,
 };
 use chromiumoxide::Page;
 use futures::stream::FuturesUnordered;
@@ -80,6 +81,8 @@ pub enum BrowserError {
     Launch(chromiumoxide::error::CdpError),
     #[error("Chromium did not answer: {0}")]
     Cdp(#[from] chromiumoxide::error::CdpError),
+    #[error("Chromium did not answer in time")]
+    Timeout,
     #[error("Chromium sent a frame that cannot be read: {0}")]
     Frame(String),
 }
@@ -121,10 +124,33 @@ pub enum PageEvent {
     },
 }
 
-/// A running Chromium with the one page the session shows. Owned by the session task; dropping it
-/// kills the process (chromiumoxide sets `kill_on_drop`), [`Browser::close`] does it politely.
+/// A tab of the browser opened, closed or changed (browser-wide target events; see
+/// [`Browser::tab_events`]). Targets are named by their CDP target id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TabEvent {
+    /// A page target is ready to be driven: a popup, a link opened in a new tab, or a tab
+    /// cobrowse opened. `opener`: the tab whose page opened it.
+    Opened {
+        target: String,
+        opener: Option<String>,
+        url: String,
+    },
+    /// A target is gone (not necessarily a page: the session ignores targets it does not know).
+    Closed { target: String },
+    /// A page target's URL or title changed.
+    Changed {
+        target: String,
+        url: String,
+        title: String,
+    },
+}
+
+/// A running Chromium and the page (tab) the session shows now. Owned by the session task;
+/// dropping it kills the process (chromiumoxide sets `kill_on_drop`), [`Browser::close`] does it
+/// politely.
 pub struct Browser {
     browser: CdpBrowser,
+    /// The active tab's page: the screencast, input and page commands go to it.
     page: Page,
     /// Polls chromiumoxide's handler; it ends (and cancels `gone`) when the browser is gone.
     handler_task: tokio::task::JoinHandle<()>,
@@ -239,6 +265,97 @@ impl Browser {
         self.page().navigate(url);
     }
 
+    /// Makes `tab` the active tab: the screencast, the input and page commands go to it from
+    /// now on (the caller rewires the pump and input tasks).
+    pub fn set_active(&mut self, tab: &PageHandle) {
+        self.page = tab.page.clone();
+    }
+
+    /// Tabs opened, closed or changed anywhere in the browser. Subscribe before anything can
+    /// open a tab.
+    pub async fn tab_events(
+        &self,
+    ) -> Result<Pin<Box<dyn Stream<Item = TabEvent> + Send>>, BrowserError> {
+        // A page that is attached (not merely created) can be driven at once.
+        let opened = self
+            .browser
+            .event_listener::<EventAttachedToTarget>()
+            .await?
+            .filter_map(|e| async move {
+                let info = &e.target_info;
+                (info.r#type == "page").then(|| TabEvent::Opened {
+                    target: info.target_id.inner().clone(),
+                    opener: info.opener_id.as_ref().map(|o| o.inner().clone()),
+                    url: info.url.clone(),
+                })
+            });
+        let closed = self
+            .browser
+            .event_listener::<EventTargetDestroyed>()
+            .await?
+            .map(|e| TabEvent::Closed {
+                target: e.target_id.inner().clone(),
+            });
+        let changed = self
+            .browser
+            .event_listener::<EventTargetInfoChanged>()
+            .await?
+            .filter_map(|e| async move {
+                let info = &e.target_info;
+                (info.r#type == "page").then(|| TabEvent::Changed {
+                    target: info.target_id.inner().clone(),
+                    url: info.url.clone(),
+                    title: info.title.clone(),
+                })
+            });
+        Ok(Box::pin(futures::stream::select_all([
+            opened.boxed(),
+            closed.boxed(),
+            changed.boxed(),
+        ])))
+    }
+
+    /// The page of tab `target`, made ready like the first one (viewport, page script). For a
+    /// tab Chromium just attached ([`TabEvent::Opened`]).
+    pub async fn adopt(&self, target: &str) -> Result<PageHandle, BrowserError> {
+        let page = self
+            .browser
+            .get_page(TargetId::from(target.to_string()))
+            .await?;
+        prepare_page(&page, self.options.viewport).await?;
+        // A popup can be held before its first navigation until a debugger lets it run (the
+        // opener's auto-attach asks for that): let it go now that it is ready, so its first
+        // document already gets the page script. Harmless for a tab that was not held.
+        page.execute(RunIfWaitingForDebuggerParams::default())
+            .await?;
+        Ok(self.handle_of(&page))
+    }
+
+    /// Opens a blank tab; it is reported as [`TabEvent::Opened`].
+    pub async fn open_tab(&self) -> Result<(), BrowserError> {
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .build()
+            .map_err(BrowserError::Config)?;
+        self.browser.execute(params).await?;
+        Ok(())
+    }
+
+    /// Closes tab `target`; it is reported as [`TabEvent::Closed`].
+    pub async fn close_tab(&self, target: &str) -> Result<(), BrowserError> {
+        self.browser
+            .execute(CloseTargetParams::new(TargetId::from(target.to_string())))
+            .await?;
+        Ok(())
+    }
+
+    fn handle_of(&self, page: &Page) -> PageHandle {
+        PageHandle {
+            page: page.clone(),
+            quality: self.options.jpeg_quality,
+        }
+    }
+
     /// Starts the screencast, or restarts it on the page's current renderer. Chromium refuses a
     /// second start ("Screencast is already active"), and a start just before a navigation swaps
     /// the renderer can be lost with the old one; stopping first covers both.
@@ -272,10 +389,7 @@ impl Browser {
     /// A handle that asks the page things (a screenshot, the cursor under a point), usable from
     /// other tasks.
     pub fn page(&self) -> PageHandle {
-        PageHandle {
-            page: self.page.clone(),
-            quality: self.options.jpeg_quality,
-        }
+        self.handle_of(&self.page)
     }
 
     pub async fn stop_screencast(&self) -> Result<(), BrowserError> {
@@ -366,11 +480,12 @@ impl Browser {
     /// main-frame navigations (new documents and in-document ones), loading, JavaScript dialogs,
     /// renderer crashes. (Titles are read with the history after navigations and loads:
     /// `Target.targetInfoChanged` reports the URL as the title while a page loads, and not
-    /// always the title after.) One stream, in arrival order per kind.
+    /// always the title after.) One stream per tab, in arrival order per kind; it ends when the
+    /// tab closes.
     pub async fn page_events(
-        &self,
+        tab: &PageHandle,
     ) -> Result<Pin<Box<dyn Stream<Item = PageEvent> + Send>>, BrowserError> {
-        let page = &self.page;
+        let page = &tab.page;
         let main_frame = |page: &Page| {
             let page = page.clone();
             move |frame_id: chromiumoxide::cdp::browser_protocol::page::FrameId| {
@@ -447,13 +562,6 @@ impl Browser {
                     payload: e.payload.clone(),
                 })
             });
-        // Every new document of the page gets cobrowse's script, in a world the page cannot see.
-        let mut binding = AddBindingParams::new(NATIVE_BINDING);
-        binding.execution_context_name = Some(NATIVE_WORLD.into());
-        page.execute(binding).await?;
-        let mut script = AddScriptToEvaluateOnNewDocumentParams::new(NATIVE_JS);
-        script.world_name = Some(NATIVE_WORLD.into());
-        page.execute(script).await?;
         Ok(Box::pin(futures::stream::select_all([
             native.boxed(),
             navigated.boxed(),
@@ -494,6 +602,11 @@ pub struct PageHandle {
 }
 
 impl PageHandle {
+    /// The CDP target id of the tab.
+    pub fn target(&self) -> &str {
+        self.page.target_id().inner()
+    }
+
     /// Starts navigating the page. Returns at once: the outcome shows on the screen (Chromium
     /// renders its own error page) and in the page events.
     pub fn navigate(&self, url: &str) {
@@ -656,6 +769,14 @@ async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, Bro
             }
         }
     }
+    prepare_page(&page, viewport).await?;
+    Ok(page)
+}
+
+/// What every tab gets before participants see it: the session's viewport (a popup's window may
+/// be any size; the screen is not) and cobrowse's page script, for every new document, in a world
+/// the page cannot see.
+async fn prepare_page(page: &Page, viewport: Viewport) -> Result<(), BrowserError> {
     page.execute(SetDeviceMetricsOverrideParams::new(
         viewport.width,
         viewport.height,
@@ -663,7 +784,13 @@ async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, Bro
         false,
     ))
     .await?;
-    Ok(page)
+    let mut binding = AddBindingParams::new(NATIVE_BINDING);
+    binding.execution_context_name = Some(NATIVE_WORLD.into());
+    page.execute(binding).await?;
+    let mut script = AddScriptToEvaluateOnNewDocumentParams::new(NATIVE_JS);
+    script.world_name = Some(NATIVE_WORLD.into());
+    page.execute(script).await?;
+    Ok(())
 }
 
 /// Asks Chromium to quit, waits up to `grace`, then kills it and reaps the process.

@@ -11,6 +11,7 @@
 //! - [`session`]: one session: participants, roles, the driver task that owns the browser.
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
+//! - [`tabs`]: the browser's tabs as participants see them, which one is active (pure logic).
 //! - [`native`]: reports of native UI (`<select>` popups) from the page script, checked (pure logic).
 //! - [`navigation`]: start URLs and the URL bar's reading of typed addresses (pure logic).
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
@@ -37,6 +38,7 @@ pub mod registry;
 pub mod screen;
 pub mod server;
 pub mod session;
+pub mod tabs;
 pub mod tiles;
 pub mod token;
 pub mod ws;

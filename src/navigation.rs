@@ -89,7 +89,10 @@ impl History {
         History {
             can_go_back: current > first,
             can_go_forward: current >= 0 && current + 1 < entries,
-            title,
+            title: title
+                .chars()
+                .take(crate::protocol::MAX_TITLE_CHARS)
+                .collect(),
         }
     }
 

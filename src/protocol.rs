@@ -14,6 +14,8 @@ pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "cobrowse.token.";
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest `text` input, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// Longest page or tab title passed on to viewers, in characters.
+pub const MAX_TITLE_CHARS: usize = 300;
 
 /// Binary message kinds (byte 0).
 pub const KIND_UPDATE: u8 = 2;
@@ -185,6 +187,12 @@ pub enum ServerMessage<'a> {
     /// The page: URL, title, loading, whether back/forward can go anywhere. Sent after `hello`
     /// and whenever one of them changes.
     Page(&'a crate::session::PageInfo),
+    /// The browser's tabs in strip order and the one the screen shows; sent after `hello` and
+    /// whenever a tab opens, closes, changes or another becomes active.
+    Tabs {
+        tabs: &'a [crate::tabs::TabInfo],
+        active: u32,
+    },
     /// A JavaScript dialog (`alert`, `confirm`, `prompt`, `beforeunload`) the page opened, or
     /// `null` once it was answered (`answeredBy`: the participant's name). The page's scripts
     /// wait until someone who may act answers. Sent after `hello` while one is open.
@@ -341,6 +349,12 @@ pub enum ClientMessage {
     History {
         action: HistoryAction,
     },
+    /// Switches to tab `id`, closes it, or opens a new blank tab.
+    Tab {
+        action: TabAction,
+        #[serde(default)]
+        id: Option<u32>,
+    },
     /// The choice in `<select>` popup `id`: option `index`, or none (`null`) to close it.
     Choose {
         id: u32,
@@ -362,6 +376,15 @@ pub enum ClientMessage {
         #[serde(default)]
         gone: bool,
     },
+}
+
+/// What a `tab` message does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TabAction {
+    Switch,
+    Close,
+    New,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -386,6 +386,12 @@ impl Writer<'_> {
         .await?;
         self.send_json(&ServerMessage::Page(&session.page_info()))
             .await?;
+        let (tabs, active) = session.tabs();
+        self.send_json(&ServerMessage::Tabs {
+            tabs: &tabs,
+            active,
+        })
+        .await?;
         if let Some(dialog) = session.open_dialog() {
             self.send_json(&ServerMessage::Dialog {
                 dialog: Some(&dialog),
@@ -833,6 +839,12 @@ async fn read_loop(
             ClientMessage::History { action } => {
                 if let Err(e) = session.history(participant, action).await {
                     notice("history-refused", &e);
+                }
+                continue;
+            }
+            ClientMessage::Tab { action, id } => {
+                if let Err(e) = session.tab(participant, action, id) {
+                    notice("tab-refused", &e);
                 }
                 continue;
             }

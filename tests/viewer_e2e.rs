@@ -780,3 +780,110 @@ async fn copying_in_the_page_fills_the_participants_clipboard_and_pasting_sends_
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_popup_becomes_a_tab_people_switch_and_close_in_the_viewer() {
+    use support::viewer::{click_element, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/popups")).await;
+    site.report_where(|r| r["page"] == "/popups").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
+    let watch = viewer.open(&server.join_link(&id, &links.viewer)).await;
+    // Whoever may act has the strip (to open a tab); a viewer of one tab does not.
+    until(
+        &page,
+        "window.cobrowse.tabs().tabs.length === 1",
+        "cobrowse:tabs",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "document.getElementById('tabs').hidden").await,
+        false
+    );
+    assert_eq!(
+        eval(&watch, "document.getElementById('tabs').hidden").await,
+        true
+    );
+    let opener = eval(&page, "window.cobrowse.tabs().active").await;
+    // Whether the canvas shows the whole viewport in `rgb` away from the page's buttons.
+    let shows = |rgb: [u8; 3]| {
+        format!("(() => {{ const c = document.getElementById('screen'); if (c.width !== 1280 || c.height !== 720) return false; const d = document.createElement('canvas').getContext('2d'); d.drawImage(c, 900, 600, 1, 1, 0, 0, 1, 1); const p = d.getImageData(0, 0, 1, 1).data; return Math.abs(p[0] - {}) < 16 && Math.abs(p[1] - {}) < 16 && Math.abs(p[2] - {}) < 16; }})()", rgb[0], rgb[1], rgb[2])
+    };
+    until(&page, &shows([30, 60, 200]), "cobrowse:paint").await;
+    // The page's sign-in button opens a popup: a second tab, shown to everyone.
+    let button = aim(&page, 100.0, 50.0).await;
+    click(&page, button.client, MouseButton::Left, 1).await;
+    for p in [&page, &watch] {
+        until(
+            p,
+            "(() => { const s = window.cobrowse.tabs(); return s.tabs.length === 2 && s.tabs.some(t => t.id === s.active && t.title === 'Sign in'); })()",
+            "cobrowse:tabs",
+        )
+        .await;
+    }
+    until(
+        &watch,
+        "!document.getElementById('tabs').hidden",
+        "cobrowse:tabs",
+    )
+    .await;
+    let popup = eval(&page, "window.cobrowse.tabs().active").await;
+    assert_ne!(popup, opener);
+    let text = eval(&page, "document.getElementById('tabs').textContent").await;
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("Opener") && t.contains("Sign in")),
+        "{text}"
+    );
+    until(&page, &shows([200, 30, 30]), "cobrowse:paint").await;
+    // Back to the opener from the strip, by mouse.
+    click_element(&page, &format!("tab-{opener}")).await;
+    until(
+        &page,
+        &format!("window.cobrowse.tabs().active === {opener}"),
+        "cobrowse:tabs",
+    )
+    .await;
+    until(
+        &page,
+        "window.cobrowse.page().title === 'Opener'",
+        "cobrowse:page",
+    )
+    .await;
+    until(&page, &shows([30, 60, 200]), "cobrowse:paint").await;
+    // The viewer cannot switch: its tab buttons are disabled.
+    assert_eq!(
+        eval(
+            &watch,
+            &format!("document.getElementById('tab-{popup}').disabled")
+        )
+        .await,
+        true
+    );
+    // Close the popup from the strip.
+    click_element(&page, &format!("tab-close-{popup}")).await;
+    until(
+        &page,
+        "window.cobrowse.tabs().tabs.length === 1",
+        "cobrowse:tabs",
+    )
+    .await;
+    until(
+        &watch,
+        "document.getElementById('tabs').hidden",
+        "cobrowse:tabs",
+    )
+    .await;
+    // A new blank tab from the + button.
+    click_element(&page, "tab-new").await;
+    until(
+        &page,
+        &format!("(() => {{ const s = window.cobrowse.tabs(); return s.tabs.length === 2 && s.active !== {opener}; }})()"),
+        "cobrowse:tabs",
+    )
+    .await;
+    viewer.close().await;
+    server.stop().await;
+}

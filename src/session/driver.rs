@@ -12,7 +12,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::*;
-use crate::browser::PageEvent;
+use crate::browser::{PageEvent, TabEvent};
+use crate::tabs::MAX_TABS;
+
+/// How long a tab command (take over a new tab, close one, stop a screencast) may take.
+const TAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Delay before retrying a screencast start or stop that Chromium refused.
 const SCREENCAST_RETRY: Duration = Duration::from_millis(100);
@@ -153,15 +157,52 @@ const HISTORY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a crashed browser gets to go before it is killed.
 const CRASHED_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
-/// A browser wired to the session: its frame pump, input task and page events.
-pub(super) struct Attached {
-    browser: Browser,
-    events: std::pin::Pin<Box<dyn futures::Stream<Item = PageEvent> + Send>>,
-    /// Ends this browser's pump and input task.
+/// A tab's page events, tagged with the tab's target.
+type TabPageEvents = std::pin::Pin<Box<dyn futures::Stream<Item = (String, PageEvent)> + Send>>;
+
+/// The active tab's pump and input task.
+struct Wiring {
+    /// Ends this tab's pump and input task.
     cancel: CancellationToken,
     pump: tokio::task::JoinHandle<()>,
-    /// Gives the input queue back when it ends, for the next browser.
+    /// Gives the input queue back when it ends, for the next tab or browser.
     input: tokio::task::JoinHandle<mpsc::Receiver<Input>>,
+}
+
+impl Wiring {
+    /// Stops the pump and the input task; returns the input queue (`None` if the task failed).
+    async fn unwire(self) -> Option<mpsc::Receiver<Input>> {
+        self.cancel.cancel();
+        self.pump.abort();
+        match self.input.await {
+            Ok(inputs) => Some(inputs),
+            Err(e) => {
+                tracing::error!(error = %e, "the input task failed");
+                None
+            }
+        }
+    }
+}
+
+/// A browser wired to the session: its tabs, the active tab's frame pump and input task, and
+/// the page events of every tab.
+pub(super) struct Attached {
+    browser: Browser,
+    /// Page events of every tab; a tab's stream ends when it closes.
+    events: futures::stream::SelectAll<TabPageEvents>,
+    tab_events: std::pin::Pin<Box<dyn futures::Stream<Item = TabEvent> + Send>>,
+    /// Every tab's page, by target.
+    pages: HashMap<String, PageHandle>,
+    /// Per tab: main-frame loads started minus stopped.
+    loads: HashMap<String, i32>,
+    /// Dialogs open in tabs other than the active one (the active one's is in the state).
+    dialogs: HashMap<String, OpenDialog>,
+    /// The target of the active tab.
+    active: String,
+    /// `None` while being rewired, or after the tab to show closed before it could be shown.
+    wiring: Option<Wiring>,
+    /// The input queue while no tab is wired (the next switch takes it).
+    parked: Option<mpsc::Receiver<Input>>,
 }
 
 impl Attached {
@@ -170,18 +211,22 @@ impl Attached {
     }
 
     /// Stops this browser's tasks; returns the browser (to close) and the input queue.
-    async fn detach(self) -> (Browser, Option<mpsc::Receiver<Input>>) {
-        self.cancel.cancel();
-        self.pump.abort();
-        let inputs = match self.input.await {
-            Ok(inputs) => Some(inputs),
-            Err(e) => {
-                tracing::error!(error = %e, "the input task failed");
-                None
-            }
+    async fn detach(mut self) -> (Browser, Option<mpsc::Receiver<Input>>) {
+        let inputs = match self.wiring.take() {
+            Some(wiring) => wiring.unwire().await,
+            None => self.parked.take(),
         };
         (self.browser, inputs)
     }
+}
+
+/// Tags a tab's page events with its target.
+fn tagged(
+    target: &str,
+    events: std::pin::Pin<Box<dyn futures::Stream<Item = PageEvent> + Send>>,
+) -> TabPageEvents {
+    let target = target.to_string();
+    Box::pin(events.map(move |e| (target.clone(), e)))
 }
 
 /// Why one browser's turn of the driver ended.
@@ -190,6 +235,8 @@ enum Exit {
     Ended,
     /// The browser process died: start another one.
     BrowserDied,
+    /// Another tab (this target) becomes the active one.
+    Switch(String),
 }
 
 /// The task that owns a session's browser.
@@ -201,6 +248,8 @@ pub(super) struct Driver {
     frames: watch::Sender<Option<RawFrame>>,
     /// When the recent crashes happened (at most [`MAX_RESTARTS`] kept).
     crashes: std::sync::Mutex<std::collections::VecDeque<Instant>>,
+    /// Participants' tab commands.
+    commands: tokio::sync::Mutex<mpsc::Receiver<TabCommand>>,
 }
 
 impl Driver {
@@ -209,6 +258,7 @@ impl Driver {
         idle_timeout: Duration,
         close_grace: Duration,
         frames: watch::Sender<Option<RawFrame>>,
+        commands: mpsc::Receiver<TabCommand>,
     ) -> Self {
         Driver {
             handle,
@@ -216,43 +266,370 @@ impl Driver {
             close_grace,
             frames,
             crashes: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            commands: tokio::sync::Mutex::new(commands),
         }
     }
 
-    /// Wires `browser` to the session: frame pump, input task (taking `inputs`), page events;
-    /// makes it the page participants' commands go to. Closes the browser on failure.
+    /// Wires `browser` to the session: its one tab's frame pump, input task (taking `inputs`) and
+    /// page events, and the browser's tab events; makes it the page participants' commands go
+    /// to. Closes the browser on failure.
     pub(super) async fn attach(
         &self,
         browser: Browser,
         inputs: mpsc::Receiver<Input>,
     ) -> Result<Attached, crate::browser::BrowserError> {
         let shared = &self.handle.shared;
-        let cancel = shared.cancel.child_token();
+        let first = browser.page();
+        let target = first.target().to_string();
         let listeners = async {
-            let pump = browser
-                .spawn_frame_pump(self.frames.clone(), cancel.clone())
-                .await?;
-            Ok::<_, crate::browser::BrowserError>((pump, browser.page_events().await?))
+            let tab_events = browser.tab_events().await?;
+            let events = Browser::page_events(&first).await?;
+            Ok::<_, crate::browser::BrowserError>((tab_events, events))
         };
-        let (pump, events) = match listeners.await {
+        let (tab_events, events) = match listeners.await {
             Ok(listeners) => listeners,
             Err(e) => {
                 browser.close(self.close_grace).await;
                 return Err(e);
             }
         };
-        let input = browser.spawn_input(inputs, cancel.clone());
-        *lock(&shared.page) = browser.page();
+        let wiring = match self.wire(&browser, inputs).await {
+            Ok(wiring) => wiring,
+            Err((e, _)) => {
+                browser.close(self.close_grace).await;
+                return Err(e);
+            }
+        };
+        *lock(&shared.page) = first.clone();
         shared
             .browser_pid
             .store(browser.pid().unwrap_or(0), Ordering::Relaxed);
+        self.handle.state().tabs = Tabs::new(&target, "about:blank");
+        self.handle.broadcast_tabs();
+        let mut all_events = futures::stream::SelectAll::new();
+        all_events.push(tagged(&target, events));
         Ok(Attached {
             browser,
-            events,
+            events: all_events,
+            tab_events,
+            pages: HashMap::from([(target.clone(), first)]),
+            loads: HashMap::from([(target.clone(), 0)]),
+            dialogs: HashMap::new(),
+            active: target,
+            wiring: Some(wiring),
+            parked: None,
+        })
+    }
+
+    /// Starts the frame pump and the input task on the browser's active tab. Gives the input
+    /// queue back when the pump cannot start.
+    async fn wire(
+        &self,
+        browser: &Browser,
+        inputs: mpsc::Receiver<Input>,
+    ) -> Result<Wiring, (crate::browser::BrowserError, mpsc::Receiver<Input>)> {
+        let cancel = self.handle.shared.cancel.child_token();
+        let pump = match browser
+            .spawn_frame_pump(self.frames.clone(), cancel.clone())
+            .await
+        {
+            Ok(pump) => pump,
+            Err(e) => return Err((e, inputs)),
+        };
+        let input = browser.spawn_input(inputs, cancel.clone());
+        Ok(Wiring {
             cancel,
             pump,
             input,
         })
+    }
+
+    /// Makes tab `target` the one the screen shows and input goes to. `false` when the session
+    /// cannot go on (the input task failed).
+    async fn switch(&self, attached: &mut Attached, target: &str) -> bool {
+        let Some(tab) = attached.pages.get(target).cloned() else {
+            return true;
+        };
+        let Some(inputs) = (match attached.wiring.take() {
+            Some(wiring) => wiring.unwire().await,
+            None => attached.parked.take(),
+        }) else {
+            self.handle.end("the browser's input stopped");
+            return false;
+        };
+        // The tab left behind stops painting for nobody (a closed one answers with an error).
+        if tokio::time::timeout(TAB_COMMAND_TIMEOUT, attached.browser.stop_screencast())
+            .await
+            .is_err()
+        {
+            debug!("stopping the screencast of the previous tab timed out");
+        }
+        attached.browser.set_active(&tab);
+        match self.wire(&attached.browser, inputs).await {
+            Ok(wiring) => attached.wiring = Some(wiring),
+            Err((e, inputs)) => {
+                // Closed meanwhile (participants closing tabs fast): its close event comes next
+                // and names the tab to show instead. A dead browser is noticed by the driver.
+                debug!(error = %e, "the tab to show is gone; waiting for the next one");
+                attached.parked = Some(inputs);
+                return true;
+            }
+        }
+        *lock(&self.handle.shared.page) = tab.clone();
+        let old = std::mem::replace(&mut attached.active, target.to_string());
+        let loading = attached.loads.get(target).copied().unwrap_or(0) > 0;
+        let (page, dialog) = {
+            let mut state = self.handle.state();
+            if let Some(d) = state.dialog.take() {
+                if attached.pages.contains_key(&old) {
+                    attached.dialogs.insert(old, d);
+                }
+            }
+            state.dialog_answered_by = None;
+            state.select = None;
+            state.dialog = attached.dialogs.remove(target);
+            state.tabs.set_active(target);
+            let info = state.tabs.info(target).unwrap_or_default();
+            state.page = PageInfo {
+                url: info.url,
+                title: info.title,
+                loading,
+                can_go_back: false,
+                can_go_forward: false,
+            };
+            (state.page.clone(), state.dialog.clone())
+        };
+        info!(tab = ?self.handle.tabs().1, url = %page.url, "switched tab");
+        self.handle.broadcast(&ServerMessage::Page(&page));
+        self.handle.broadcast(&ServerMessage::Dialog {
+            dialog: dialog.as_ref(),
+            answered_by: None,
+        });
+        self.handle.broadcast_tabs();
+        self.refresh_history(&tab).await;
+        true
+    }
+
+    /// A tab opened, closed or changed. Returns the tab to switch to, if any.
+    async fn tab_event(&self, attached: &mut Attached, event: TabEvent) -> Option<String> {
+        debug!(?event, "tab event");
+        match event {
+            TabEvent::Opened {
+                target,
+                opener,
+                url,
+            } => {
+                if attached.pages.contains_key(&target) {
+                    return None;
+                }
+                if self.handle.state().tabs.len() >= MAX_TABS {
+                    warn!(%url, "the page opened more tabs than allowed; closing the new one");
+                    self.tell_everyone(
+                        "too-many-tabs",
+                        &format!("The page tried to open more than {MAX_TABS} tabs; the new one was closed."),
+                    );
+                    self.close_tab(&attached.browser, &target).await;
+                    return None;
+                }
+                let adopted = async {
+                    let page = attached.browser.adopt(&target).await?;
+                    let events = Browser::page_events(&page).await?;
+                    Ok::<_, crate::browser::BrowserError>((page, events))
+                };
+                match tokio::time::timeout(TAB_COMMAND_TIMEOUT, adopted).await {
+                    Ok(Ok((page, events))) => {
+                        attached.events.push(tagged(&target, events));
+                        attached.pages.insert(target.clone(), page);
+                        attached.loads.insert(target.clone(), 0);
+                        self.handle
+                            .state()
+                            .tabs
+                            .opened(&target, opener.as_deref(), &url);
+                        info!(%url, popup = opener.is_some(), "tab opened");
+                        Some(target)
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, %url, "a new tab could not be taken over; closing it");
+                        self.close_tab(&attached.browser, &target).await;
+                        None
+                    }
+                    Err(_) => {
+                        warn!(%url, "a new tab did not answer in time; closing it");
+                        self.close_tab(&attached.browser, &target).await;
+                        None
+                    }
+                }
+            }
+            TabEvent::Closed { target } => {
+                attached.pages.remove(&target)?;
+                attached.loads.remove(&target);
+                attached.dialogs.remove(&target);
+                let (next, empty) = {
+                    let mut state = self.handle.state();
+                    let next = state.tabs.closed(&target);
+                    (next, state.tabs.is_empty())
+                };
+                info!(left = attached.pages.len(), "tab closed");
+                self.handle.broadcast_tabs();
+                if empty {
+                    // A session always has a tab: the last one closed leaves a blank one (it
+                    // becomes active when Chromium reports it open).
+                    if let Err(e) = attached.browser.open_tab().await {
+                        warn!(error = %e, "no blank tab could be opened after the last one closed");
+                    }
+                }
+                next
+            }
+            TabEvent::Changed { target, url, title } => {
+                if target == attached.active {
+                    // The active tab's title comes from its history (while loading, the target's
+                    // title is its URL). Its URL comes from its page events, except for the first
+                    // navigation of a popup, which can happen before they were subscribed.
+                    if url != self.handle.page_info().url {
+                        self.update_page(|p| p.url = url);
+                        if let Some(page) = attached.pages.get(&target) {
+                            self.refresh_history(page).await;
+                        }
+                    }
+                    return None;
+                }
+                let changed =
+                    self.handle
+                        .state()
+                        .tabs
+                        .update(&target, Some(&url), Some(&title), None);
+                if changed {
+                    self.handle.broadcast_tabs();
+                }
+                None
+            }
+        }
+    }
+
+    /// A participant's tab command. Returns the tab to switch to, if any.
+    async fn tab_command(
+        &self,
+        browser: &Browser,
+        active: &str,
+        command: TabCommand,
+    ) -> Option<String> {
+        match command {
+            TabCommand::Switch(id) => {
+                let target = self.handle.state().tabs.target_of(id)?.to_string();
+                (target != active).then_some(target)
+            }
+            TabCommand::Close(id) => {
+                let (target, last) = {
+                    let state = self.handle.state();
+                    (state.tabs.target_of(id)?.to_string(), state.tabs.len() == 1)
+                };
+                if last {
+                    // The blank tab first: a browser with no tab at all may quit.
+                    if let Err(e) = browser.open_tab().await {
+                        warn!(error = %e, "no blank tab could be opened; the last tab stays");
+                        return None;
+                    }
+                }
+                self.close_tab(browser, &target).await;
+                None
+            }
+            TabCommand::New => {
+                if self.handle.state().tabs.len() >= MAX_TABS {
+                    self.tell_everyone(
+                        "too-many-tabs",
+                        &format!("A session has at most {MAX_TABS} tabs."),
+                    );
+                } else if let Err(e) = browser.open_tab().await {
+                    warn!(error = %e, "a new tab could not be opened");
+                }
+                None
+            }
+        }
+    }
+
+    async fn close_tab(&self, browser: &Browser, target: &str) {
+        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, browser.close_tab(target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(error = %e, "closing a tab failed"),
+            Err(_) => debug!("closing a tab timed out"),
+        }
+    }
+
+    /// Something happened in a tab that is not the active one: its strip entry follows it; a
+    /// dialog waits there until someone switches to it; a crashed one is loaded again.
+    fn background_event(
+        &self,
+        attached: &mut Attached,
+        target: &str,
+        event: PageEvent,
+    ) -> Option<Exit> {
+        match event {
+            PageEvent::Navigated { url, .. } => {
+                if self
+                    .handle
+                    .state()
+                    .tabs
+                    .update(target, Some(&url), None, None)
+                {
+                    self.handle.broadcast_tabs();
+                }
+            }
+            PageEvent::Loading(started) => {
+                *attached.loads.entry(target.to_string()).or_default() +=
+                    if started { 1 } else { -1 };
+            }
+            PageEvent::Dialog {
+                kind,
+                message,
+                default_prompt,
+                url,
+            } => {
+                let dialog = self.new_dialog(kind, &message, &default_prompt, &url);
+                info!(id = dialog.id, kind = ?dialog.kind, "a page in another tab opened a dialog");
+                attached.dialogs.insert(target.to_string(), dialog);
+                if self
+                    .handle
+                    .state()
+                    .tabs
+                    .update(target, None, None, Some(true))
+                {
+                    self.handle.broadcast_tabs();
+                }
+            }
+            PageEvent::DialogClosed { .. } => {
+                attached.dialogs.remove(target);
+                if self
+                    .handle
+                    .state()
+                    .tabs
+                    .update(target, None, None, Some(false))
+                {
+                    self.handle.broadcast_tabs();
+                }
+            }
+            PageEvent::Crashed => {
+                let url = self
+                    .handle
+                    .state()
+                    .tabs
+                    .info(target)
+                    .map(|t| t.url)
+                    .unwrap_or_default();
+                if !self.may_restart() {
+                    warn!(%url, "a page crashed again; giving up");
+                    self.handle.end("the page crashed too many times");
+                    return Some(Exit::Ended);
+                }
+                warn!(%url, "the page in another tab crashed; loading it again");
+                attached.loads.insert(target.to_string(), 0);
+                if let Some(page) = attached.pages.get(target) {
+                    page.navigate(&url);
+                }
+            }
+            // Popups and copies come from the tab participants act on.
+            PageEvent::Native { .. } => {}
+        }
+        None
     }
 
     /// Counts a crash; `false` when there were too many lately to try again.
@@ -293,6 +670,11 @@ impl Driver {
         loop {
             match self.drive(&mut attached).await {
                 Exit::Ended => break,
+                Exit::Switch(target) => {
+                    if !self.switch(&mut attached, &target).await {
+                        break;
+                    }
+                }
                 Exit::BrowserDied => {
                     let url = self.handle.page_info().url;
                     if !self.may_restart() {
@@ -381,16 +763,65 @@ impl Driver {
         }
     }
 
-    /// Applies a change to the page info and tells everyone when something changed.
+    /// Applies a change to the page info and tells everyone when something changed; the active
+    /// tab's strip entry follows its URL and title.
     fn update_page(&self, change: impl FnOnce(&mut PageInfo)) {
-        let changed = {
+        let (changed, tab_changed) = {
             let mut state = self.handle.state();
             let before = state.page.clone();
             change(&mut state.page);
-            (state.page != before).then(|| state.page.clone())
+            let page = state.page.clone();
+            let tab_changed = match state.tabs.active().map(str::to_string) {
+                Some(active) => {
+                    state
+                        .tabs
+                        .update(&active, Some(&page.url), Some(&page.title), None)
+                }
+                None => false,
+            };
+            ((page != before).then_some(page), tab_changed)
         };
         if let Some(page) = changed {
             self.handle.broadcast(&ServerMessage::Page(&page));
+        }
+        if tab_changed {
+            self.handle.broadcast_tabs();
+        }
+    }
+
+    /// Marks the active tab as waiting on a dialog, or not.
+    fn mark_dialog(&self, open: bool) {
+        let changed = {
+            let mut state = self.handle.state();
+            match state.tabs.active().map(str::to_string) {
+                Some(active) => state.tabs.update(&active, None, None, Some(open)),
+                None => false,
+            }
+        };
+        if changed {
+            self.handle.broadcast_tabs();
+        }
+    }
+
+    /// A dialog a page opened, numbered, its texts capped.
+    fn new_dialog(
+        &self,
+        kind: DialogKind,
+        message: &str,
+        default_prompt: &str,
+        url: &str,
+    ) -> OpenDialog {
+        let mut state = self.handle.state();
+        let id = state.next_dialog;
+        state.next_dialog = state.next_dialog.wrapping_add(1);
+        OpenDialog {
+            id,
+            kind,
+            message: message.chars().take(MAX_TEXT_CHARS).collect(),
+            default_prompt: default_prompt.chars().take(MAX_TEXT_CHARS).collect(),
+            origin: url::Url::parse(url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
         }
     }
 
@@ -423,28 +854,18 @@ impl Driver {
                 default_prompt,
                 url,
             } => {
-                let dialog = {
+                let dialog = self.new_dialog(*kind, message, default_prompt, url);
+                {
                     let mut state = self.handle.state();
-                    let id = state.next_dialog;
-                    state.next_dialog = state.next_dialog.wrapping_add(1);
                     state.dialog_answered_by = None;
-                    let dialog = OpenDialog {
-                        id,
-                        kind: *kind,
-                        message: message.chars().take(MAX_TEXT_CHARS).collect(),
-                        default_prompt: default_prompt.chars().take(MAX_TEXT_CHARS).collect(),
-                        origin: url::Url::parse(url)
-                            .map(|u| u.origin().ascii_serialization())
-                            .unwrap_or_default(),
-                    };
                     state.dialog = Some(dialog.clone());
-                    dialog
-                };
+                }
                 info!(id = dialog.id, kind = ?dialog.kind, "the page opened a dialog");
                 self.handle.broadcast(&ServerMessage::Dialog {
                     dialog: Some(&dialog),
                     answered_by: None,
                 });
+                self.mark_dialog(true);
             }
             PageEvent::DialogClosed { accepted } => {
                 let by = {
@@ -457,6 +878,7 @@ impl Driver {
                     dialog: None,
                     answered_by: by.as_deref(),
                 });
+                self.mark_dialog(false);
             }
             PageEvent::Crashed => {}
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
@@ -476,8 +898,8 @@ impl Driver {
     /// One browser's turn: runs until the session ends or the browser dies.
     async fn drive(&self, attached: &mut Attached) -> Exit {
         let shared = &self.handle.shared;
-        let browser = &attached.browser;
-        let gone = browser.gone();
+        let gone = attached.browser.gone();
+        let mut commands = self.commands.lock().await;
         let mut count = shared.participant_count.subscribe();
         // Participants may have joined before this task first ran: act on the count as it is now.
         count.mark_changed();
@@ -500,13 +922,11 @@ impl Driver {
         let (check_tx, mut check_rx) = mpsc::channel::<bool>(1);
         // Until when screencast frames are the echo of a check's screenshot.
         let mut own_frames_until = Instant::now();
-        let probe = browser.page();
+        let probe = attached.browser.page();
         // Whether the screen comes from screenshots because the screencast is broken.
         let mut polling = false;
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Listeners were registered before this browser's first navigation: every load is seen.
-        let mut loads = 0;
         loop {
             let idle = sleep_until_or_never(idle_deadline);
             let retry = sleep_until_or_never(retry_at);
@@ -540,7 +960,7 @@ impl Driver {
                     shared.stats.screencast_checks.fetch_add(1, Ordering::Relaxed);
                     let before = checking.take();
                     if differs && before == Some(frames_received(shared)) && screencasting && !polling {
-                        let page = browser.page_state().await;
+                        let page = attached.browser.page_state().await;
                         warn!(?page, "the screencast missed a change of the page; taking screenshots until the next navigation");
                         polling = true;
                         shared.stats.polling.store(true, Ordering::Relaxed);
@@ -575,8 +995,27 @@ impl Driver {
                     idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
                     sync = true;
                 }
-                Some(event) = attached.events.next() => {
-                    self.page_event(&event, &mut loads);
+                Some(event) = attached.tab_events.next() => {
+                    if let Some(target) = self.tab_event(attached, event).await {
+                        return Exit::Switch(target);
+                    }
+                    sync = false;
+                }
+                Some(command) = commands.recv() => {
+                    if let Some(target) = self.tab_command(&attached.browser, &attached.active, command).await {
+                        return Exit::Switch(target);
+                    }
+                    sync = false;
+                }
+                Some((target, event)) = attached.events.next() => {
+                    if target != attached.active {
+                        if let Some(exit) = self.background_event(attached, &target, event) {
+                            return exit;
+                        }
+                        continue;
+                    }
+                    let loads = attached.loads.entry(target).or_default();
+                    self.page_event(&event, loads);
                     sync = match event {
                         PageEvent::Navigated { url, new_document: true } => {
                             debug!(%url, "navigated");
@@ -613,7 +1052,7 @@ impl Driver {
                             warn!(%url, "the page crashed; loading it again");
                             self.tell_everyone("page-crashed", "The page crashed. Loading it again…");
                             self.reset_page(&url);
-                            loads = 0;
+                            attached.loads.insert(attached.active.clone(), 0);
                             probe.navigate(&url);
                             // A new renderer: the screencast starts on it once it navigated.
                             polling = false;
@@ -630,6 +1069,7 @@ impl Driver {
                 let wanted = *count.borrow() > 0;
                 if wanted != screencasting {
                     retry_at = None;
+                    let browser = &attached.browser;
                     let change = async {
                         if wanted {
                             browser.start_screencast().await
@@ -639,10 +1079,13 @@ impl Driver {
                     };
                     // A command to a browser that just died waits for chromiumoxide's 30 s
                     // timeout: the death is noticed at once instead.
+                    // A tab that stopped answering is given up on like a refusal (and retried).
                     let result = tokio::select! {
-                        result = change => result,
+                        result = tokio::time::timeout(TAB_COMMAND_TIMEOUT, change) => result,
                         _ = gone.cancelled() => return Exit::BrowserDied,
                     };
+                    let result =
+                        result.unwrap_or_else(|_| Err(crate::browser::BrowserError::Timeout));
                     match result {
                         Ok(()) => {
                             debug!(wanted, "screencast changed");

@@ -20,9 +20,12 @@ use crate::lock;
 use crate::metrics::{Histogram, Summary};
 use crate::navigation::{typed_url, History};
 use crate::people::{self, ChatLog, ChatMessage};
-use crate::protocol::{AnnotationKind, ControlAction, DialogKind, HistoryAction, MAX_TEXT_CHARS};
+use crate::protocol::{
+    AnnotationKind, ControlAction, DialogKind, HistoryAction, TabAction, MAX_TEXT_CHARS,
+};
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
+use crate::tabs::{TabInfo, Tabs};
 use crate::token::constant_time_eq;
 
 mod driver;
@@ -40,6 +43,9 @@ const INPUT_ANSWER_WINDOW: Duration = Duration::from_secs(1);
 /// Messages for one participant alone buffered; beyond, they are dropped (a popup they would
 /// see late anyway).
 const DIRECT_BUFFER: usize = 8;
+/// Tab commands (switch, close, new) waiting for the driver; beyond, participants are told to
+/// try again.
+const TAB_COMMANDS: usize = 16;
 /// How long a page command (history, dialog answer) may take before the participant is told.
 const PAGE_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -268,6 +274,14 @@ pub struct OpenDialog {
     pub origin: String,
 }
 
+/// What a participant asked of the tabs; carried out by the driver, which owns the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TabCommand {
+    Switch(u32),
+    Close(u32),
+    New,
+}
+
 /// A `<select>` popup the page opened, waiting for a choice.
 #[derive(Debug, Clone, PartialEq)]
 struct OpenSelect {
@@ -286,9 +300,12 @@ struct State {
     chat: ChatLog,
     /// Numbers participant ids; only grows.
     next_participant: u64,
-    /// The page as participants see it (URL, title, loading, history). Written by the driver.
+    /// The page of the active tab as participants see it (URL, title, loading, history).
+    /// Written by the driver.
     page: PageInfo,
-    /// The JavaScript dialog the page waits on, if any. Written by the driver.
+    /// The browser's tabs and the active one. Written by the driver.
+    tabs: Tabs,
+    /// The JavaScript dialog the active tab's page waits on, if any. Written by the driver.
     dialog: Option<OpenDialog>,
     /// Numbers dialogs, so an answer meant for an earlier one is not applied to the next.
     next_dialog: u32,
@@ -326,6 +343,8 @@ struct Shared {
     /// Updates encoded for the latest versions, shared by every participant.
     encoder: EncodeCache,
     input: mpsc::Sender<Input>,
+    /// Tab commands for the driver.
+    tab_commands: mpsc::Sender<TabCommand>,
     /// JSON events for every participant (serialised once).
     events: broadcast::Sender<Arc<str>>,
     /// Number of connected participants; the driver starts/stops the screencast on it.
@@ -379,6 +398,7 @@ pub struct SessionInfo {
     /// Times the browser or its renderer crashed and was restarted.
     pub restarts: u32,
     pub page: PageInfo,
+    pub tabs: Vec<TabInfo>,
     pub links: Links,
 }
 
@@ -417,6 +437,7 @@ impl SessionHandle {
         let (model, screen) = ScreenModel::new();
         let (frames_tx, frames_rx) = watch::channel(None);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (tab_tx, tab_rx) = mpsc::channel(TAB_COMMANDS);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let cancel = server_shutdown.child_token();
         let shared = Arc::new(Shared {
@@ -434,6 +455,7 @@ impl SessionHandle {
             screen,
             encoder: EncodeCache::default(),
             input: input_tx,
+            tab_commands: tab_tx,
             events,
             participant_count: watch::Sender::new(0),
             state: Mutex::new(State {
@@ -444,6 +466,7 @@ impl SessionHandle {
                     url: new.start_url.clone(),
                     ..PageInfo::default()
                 },
+                tabs: Tabs::default(),
                 dialog: None,
                 next_dialog: 1,
                 dialog_answered_by: None,
@@ -463,7 +486,13 @@ impl SessionHandle {
             run_screen(model, frames_rx, handle.clone())
                 .instrument(tracing::info_span!("screen", session_id = %handle.id())),
         );
-        let driver = Driver::new(handle.clone(), new.idle_timeout, new.close_grace, frames_tx);
+        let driver = Driver::new(
+            handle.clone(),
+            new.idle_timeout,
+            new.close_grace,
+            frames_tx,
+            tab_rx,
+        );
         // Listeners are registered before anything can paint or navigate.
         let attached = match driver.attach(browser, input_rx).await {
             Ok(attached) => attached,
@@ -647,6 +676,7 @@ impl SessionHandle {
             browser_pid: self.browser_pid(),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
             page: self.page_info(),
+            tabs: self.tabs().0,
             links: self.links(),
         }
     }
@@ -877,6 +907,43 @@ impl SessionHandle {
     /// The page as participants see it.
     pub fn page_info(&self) -> PageInfo {
         self.state().page.clone()
+    }
+
+    /// The tabs in strip order and the active one's number.
+    pub fn tabs(&self) -> (Vec<TabInfo>, u32) {
+        let state = self.state();
+        (state.tabs.list(), state.tabs.active_id().unwrap_or(0))
+    }
+
+    fn broadcast_tabs(&self) {
+        let (tabs, active) = self.tabs();
+        self.broadcast(&ServerMessage::Tabs {
+            tabs: &tabs,
+            active,
+        });
+    }
+
+    /// Switches to, closes or opens a tab. The caller checked that `p` may act. Carried out by
+    /// the driver; everyone sees the outcome in `tabs`.
+    pub fn tab(&self, p: &Participant, action: TabAction, id: Option<u32>) -> Result<(), String> {
+        let command = match (action, id) {
+            (TabAction::New, _) => TabCommand::New,
+            (TabAction::Switch | TabAction::Close, None) => {
+                return Err("which tab? (`id` is missing)".into())
+            }
+            (TabAction::Switch, Some(id)) => TabCommand::Switch(id),
+            (TabAction::Close, Some(id)) => TabCommand::Close(id),
+        };
+        if let TabCommand::Switch(id) | TabCommand::Close(id) = command {
+            if self.state().tabs.target_of(id).is_none() {
+                return Err("that tab is no longer open".into());
+            }
+        }
+        info!(session_id = %self.id(), participant = %p.id(), ?command, "tab command");
+        self.shared
+            .tab_commands
+            .try_send(command)
+            .map_err(|_| "the browser is busy with tabs; try again".to_string())
     }
 
     /// The JavaScript dialog the page waits on, if any.

@@ -298,8 +298,10 @@ impl Participant {
 
     /// Next message of any kind, or `None` once the socket closed.
     pub async fn next_message(&mut self) -> Option<Message> {
+        // One deadline for the whole wait: pings do not extend it.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next())
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("message in time")?;
             match message {
@@ -447,7 +449,12 @@ impl Participant {
                 ),
             };
             match message {
-                Some(Message::Binary(raw)) => return raw.to_vec(),
+                Some(Message::Binary(raw)) => {
+                    self.newest_update = protocol::decode_update_header(&raw)
+                        .map(|h| h.number)
+                        .or(self.newest_update);
+                    return raw.to_vec();
+                }
                 Some(Message::Text(text)) => {
                     self.json_seen
                         .push(serde_json::from_str(&text).expect("server sends JSON"));
@@ -801,6 +808,24 @@ document.getElementById('t').addEventListener('input', e => report({type: 'input
 </select>
 <script>const s = document.getElementById('s');
 for (const type of ['input', 'change']) s.addEventListener(type, () => report({type, value: s.value}));</script></body>"#)
+            }))
+            // Ways a page opens tabs, 200 px wide buttons in a row at the top of a blue page:
+            // a popup (`window.open`) that hands a token back and closes itself, like an
+            // OAuth window; a link to a new tab; a popup storm; a popup whose opener then asks
+            // a question from the background.
+            .route("/popups", get(|| async {
+                page(r#"<title>Opener</title><body style="margin:0;background:rgb(30,60,200)">
+<button style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="window.open('/popup-child', 'login', 'width=500,height=600')">sign in</button>
+<a href="/nav/5" target="_blank" style="position:absolute;left:200px;top:0;width:200px;height:100px;display:block;background:#9cf">new tab</a>
+<button style="position:absolute;left:400px;top:0;width:200px;height:100px" onclick="for (let i = 0; i < 15; i++) window.open('/nav/' + (20 + i), '_blank')">storm</button>
+<button style="position:absolute;left:600px;top:0;width:200px;height:100px" onclick="window.open('/nav/9', '_blank'); setTimeout(() => report({type: 'confirm', value: confirm('Still there?')}), 500)">ask later</button>
+<script>addEventListener('message', e => report({type: 'message', data: e.data}));</script></body>"#)
+            }))
+            // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
+            // the window.
+            .route("/popup-child", get(|| async {
+                page(r#"<title>Sign in</title><body style="margin:0;background:rgb(200,30,30)">
+<button style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="opener.postMessage('token-123', '*'); window.close()">allow</button></body>"#)
             }))
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

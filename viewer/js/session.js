@@ -9,6 +9,7 @@ import { ControlPanel } from './control.js';
 import { Annotations } from './annotate.js';
 import { ViewZoom } from './zoom.js';
 import { NavBar } from './navbar.js';
+import { TabStrip } from './tabs.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
 
@@ -135,6 +136,8 @@ const nav = new NavBar(
   (msg) => conn.send(msg),
 );
 stats.page = () => nav.state;
+const tabStrip = new TabStrip($('tabs'), (msg) => conn.send(msg));
+stats.tabs = () => tabStrip.state;
 const selectPopup = new SelectPopup($('select-popup'), ui.canvas, ui.stage, (msg) => conn.send(msg), stats);
 const dialogs = new PageDialogs(
   {
@@ -253,6 +256,7 @@ const handlers = {
     ui.role.textContent = String(msg.role ?? '—');
     ui.viewOnly.hidden = Boolean(msg.canInput);
     nav.hello(msg);
+    tabStrip.hello(msg);
     dialogs.hello(msg);
     showLinks(msg.links);
     people.hello(msg);
@@ -313,6 +317,10 @@ const handlers = {
   page(msg) {
     nav.page(msg);
     dispatchEvent(new Event('cobrowse:page'));
+  },
+  tabs(msg) {
+    tabStrip.update(msg);
+    dispatchEvent(new Event('cobrowse:tabs'));
   },
   select(msg) {
     selectPopup.show(msg);
