@@ -9,6 +9,9 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::dom::{
+    BackendNodeId, DescribeNodeParams, SetFileInputFilesParams,
+};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
@@ -17,11 +20,12 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, BringToFrontParams, CaptureScreenshotFormat,
-    CaptureScreenshotParams, DialogType, EventFrameNavigated, EventFrameStartedLoading,
-    EventFrameStoppedLoading, EventJavascriptDialogClosed, EventJavascriptDialogOpening,
-    EventNavigatedWithinDocument, EventScreencastFrame, GetLayoutMetricsParams,
-    GetNavigationHistoryParams, HandleJavaScriptDialogParams, NavigateParams,
-    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams, StartScreencastFormat,
+    CaptureScreenshotParams, DialogType, EventFileChooserOpened, EventFrameNavigated,
+    EventFrameStartedLoading, EventFrameStoppedLoading, EventJavascriptDialogClosed,
+    EventJavascriptDialogOpening, EventNavigatedWithinDocument, EventScreencastFrame,
+    FileChooserOpenedMode, GetLayoutMetricsParams, GetNavigationHistoryParams,
+    HandleJavaScriptDialogParams, NavigateParams, NavigateToHistoryEntryParams, ReloadParams,
+    ScreencastFrameAckParams, SetInterceptFileChooserDialogParams, StartScreencastFormat,
     StartScreencastParams, StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
@@ -116,6 +120,9 @@ pub enum PageEvent {
     DialogClosed { accepted: bool },
     /// The page's renderer process crashed: the page shows nothing until it is reloaded.
     Crashed,
+    /// A file field asked for files (the page shows no picker: cobrowse intercepts it). `node`
+    /// names the field for [`PageHandle::set_files`].
+    FileChooser { node: i64, multiple: bool },
     /// cobrowse's page script asks for native UI (a `<select>` popup): `payload` is its JSON,
     /// `context` the isolated world to answer in. Untrusted: the page can reach that code.
     Native {
@@ -553,6 +560,15 @@ impl Browser {
             .event_listener::<EventTargetCrashed>()
             .await?
             .map(|_| PageEvent::Crashed);
+        let files = page
+            .event_listener::<EventFileChooserOpened>()
+            .await?
+            .filter_map(|e| async move {
+                e.backend_node_id.map(|node| PageEvent::FileChooser {
+                    node: *node.inner(),
+                    multiple: e.mode == FileChooserOpenedMode::SelectMultiple,
+                })
+            });
         let native = page
             .event_listener::<EventBindingCalled>()
             .await?
@@ -571,6 +587,7 @@ impl Browser {
             dialogs.boxed(),
             dialogs_closed.boxed(),
             crashed.boxed(),
+            files.boxed(),
         ])))
     }
 
@@ -690,6 +707,32 @@ impl PageHandle {
         Ok(reply.result.result.value == Some(serde_json::Value::Bool(true)))
     }
 
+    /// The `accept` attribute of file field `node` ("" when it has none).
+    pub async fn file_accept(&self, node: i64) -> Result<String, BrowserError> {
+        let params = DescribeNodeParams::builder()
+            .backend_node_id(BackendNodeId::new(node))
+            .build();
+        let described = self.page.execute(params).await?;
+        let attributes = described.result.node.attributes.clone().unwrap_or_default();
+        Ok(attributes
+            .chunks(2)
+            .find(|pair| pair[0].eq_ignore_ascii_case("accept"))
+            .and_then(|pair| pair.get(1).cloned())
+            .unwrap_or_default())
+    }
+
+    /// Puts `files` (paths on this machine) into file field `node`; the page gets `input` and
+    /// `change` as if a person had picked them.
+    pub async fn set_files(&self, node: i64, files: Vec<String>) -> Result<(), BrowserError> {
+        let params = SetFileInputFilesParams::builder()
+            .files(files)
+            .backend_node_id(BackendNodeId::new(node))
+            .build()
+            .map_err(BrowserError::Config)?;
+        self.page.execute(params).await?;
+        Ok(())
+    }
+
     /// Answers the open JavaScript dialog: OK (`accept`) or Cancel; `prompt_text` for a prompt.
     pub async fn answer_dialog(
         &self,
@@ -790,6 +833,9 @@ async fn prepare_page(page: &Page, viewport: Viewport) -> Result<(), BrowserErro
     let mut script = AddScriptToEvaluateOnNewDocumentParams::new(NATIVE_JS);
     script.world_name = Some(NATIVE_WORLD.into());
     page.execute(script).await?;
+    // File fields open no picker on the server's screen: the participant picks on their device.
+    page.execute(SetInterceptFileChooserDialogParams::new(true))
+        .await?;
     Ok(())
 }
 

@@ -28,6 +28,11 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// JPEG quality Chromium encodes screencast frames with.
 pub const DEFAULT_JPEG_QUALITY: u8 = 80;
+/// Largest upload into a page's file field by default, MiB (all files of one pick).
+pub const DEFAULT_MAX_UPLOAD_MIB: u64 = 25;
+/// Largest upload limit an operator may set, MiB.
+pub const MAX_UPLOAD_MIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
 /// Viewport of a session when the request does not give one.
 pub const DEFAULT_VIEWPORT: Viewport = Viewport {
     width: 1280,
@@ -129,6 +134,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "COBROWSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Largest upload into a page's file field (all files of one pick together), MiB; 0 turns
+    /// uploads off.
+    #[arg(long, env = "COBROWSE_MAX_UPLOAD_MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB)]
+    pub max_upload_mib: u64,
 }
 
 /// The validated configuration of a server.
@@ -144,6 +153,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub jpeg_quality: u8,
     pub log_format: LogFormat,
+    /// Largest upload into a page's file field (all files of one pick), bytes; 0: no uploads.
+    pub max_upload_bytes: u64,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -165,6 +176,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             log_format: LogFormat::Text,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
             fault_stall_screencast: false,
         }
     }
@@ -212,6 +224,11 @@ impl Config {
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             jpeg_quality: args.jpeg_quality,
             log_format: args.log_format,
+            max_upload_bytes: args
+                .max_upload_mib
+                .checked_mul(MIB)
+                .filter(|_| args.max_upload_mib <= MAX_UPLOAD_MIB)
+                .ok_or_else(|| format!("--max-upload-mib must be at most {MAX_UPLOAD_MIB}"))?,
             fault_stall_screencast: false,
         })
     }

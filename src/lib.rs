@@ -12,6 +12,7 @@
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
 //! - [`tabs`]: the browser's tabs as participants see them, which one is active (pure logic).
+//! - [`files`]: uploads into the page's file fields (HTTP route, file names).
 //! - [`native`]: reports of native UI (`<select>` popups) from the page script, checked (pure logic).
 //! - [`navigation`]: start URLs and the URL bar's reading of typed addresses (pure logic).
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
@@ -27,6 +28,7 @@ pub mod browser;
 pub mod config;
 pub mod control;
 pub mod encode;
+pub mod files;
 pub mod input;
 pub mod metrics;
 pub mod native;

@@ -211,6 +211,16 @@ pub enum ServerMessage<'a> {
         options: &'a [crate::native::SelectOption],
         rect: [f64; 4],
     },
+    /// A file field this participant clicked asks for files (sent to them alone): `multiple`
+    /// files or one, of the types in `accept` (the field's attribute, "" for any), at most
+    /// `maxBytes` together. Answer by uploading them to `/s/{session}/files/{id}`.
+    #[serde(rename_all = "camelCase")]
+    FileChooser {
+        id: u32,
+        multiple: bool,
+        accept: &'a str,
+        max_bytes: u64,
+    },
     /// Text copied (or cut) in the page by this participant, for their own clipboard (sent to
     /// them alone).
     Clipboard {

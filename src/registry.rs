@@ -145,6 +145,7 @@ impl Registry {
             close_grace: self.config.shutdown_grace,
             control: request.control,
             control_idle: request.control_idle,
+            max_upload_bytes: self.config.max_upload_bytes,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{assets, ws};
+use crate::{assets, files, ws};
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -36,6 +36,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/s/{id}", get(assets::session_page))
         .route("/s/{id}/check", get(ws::check))
+        .route(
+            "/s/{id}/files/{chooser}",
+            axum::routing::post(files::upload).layer(DefaultBodyLimit::max(files::body_limit(
+                state.config.max_upload_bytes,
+            ))),
+        )
         .route("/ws/{id}", get(ws::upgrade))
         .route("/{*path}", get(assets::static_file))
         .nest("/api", api)

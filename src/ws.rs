@@ -227,12 +227,7 @@ pub async fn check(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match authorize(&app, &id, token) {
+    match authorize_request(&app, &id, &headers) {
         Ok((_, role)) => (
             StatusCode::OK,
             Json(serde_json::json!({ "role": role.as_str() })),
@@ -240,6 +235,20 @@ pub async fn check(
             .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The session and role a request's `Authorization: Bearer <join token>` grants.
+pub fn authorize_request(
+    app: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<(SessionHandle, Role), AppError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    authorize(app, id, token)
 }
 
 fn authorize(

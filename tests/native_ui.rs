@@ -106,3 +106,77 @@ async fn a_select_opens_for_the_participant_who_clicked_it_and_takes_their_choic
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_field_gets_the_files_the_participant_uploads() {
+    let mut site = TestSite::start().await;
+    let mut config = support::test_config();
+    config.max_upload_bytes = 4096;
+    let server = TestServer::start_with(config).await;
+    let (id, links) = server.create_session(&site.url("/upload")).await;
+    let mut driver = server.join(&id, &links.controller).await;
+    let mut other = server.join(&id, &links.controller).await;
+    site.report_where(|r| r["page"] == "/upload").await;
+
+    // Clicking the field opens no picker in the page: the one who clicked is asked for files.
+    driver.click(150.0, 20.0).await;
+    let asked = driver.json_where("fileChooser", |_| true).await;
+    assert_eq!(asked["multiple"], true, "{asked}");
+    assert_eq!(asked["accept"], ".txt,text/plain");
+    assert_eq!(asked["maxBytes"], 4096);
+    let chooser = asked["id"].as_u64().expect("id");
+    let path = format!("/s/{id}/files/{chooser}");
+
+    // Only a role that may act uploads, with its own link's token.
+    let (status, _) = server
+        .http
+        .upload(&path, &links.viewer, &[("a.txt", b"x")])
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .http
+        .upload(&path, "not-a-token", &[("a.txt", b"x")])
+        .await;
+    assert_eq!(status, 401);
+    // Over the server's limit: refused, and the field still waits.
+    let big = vec![b'z'; 5000];
+    let (status, body) = server
+        .http
+        .upload(&path, &links.controller, &[("big.txt", &big)])
+        .await;
+    assert_eq!(status, 413, "{body}");
+
+    // Two files; a name with a path keeps only its last part.
+    let (status, body) = server
+        .http
+        .upload(
+            &path,
+            &links.controller,
+            &[
+                ("../../notes.txt", b"first file\n"),
+                ("todo.txt", "été ✓".as_bytes()),
+            ],
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let files = site.report_of("files").await;
+    let files = files["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0]["name"], "notes.txt");
+    assert_eq!(files[0]["text"], "first file\n");
+    assert_eq!(files[1]["name"], "todo.txt");
+    assert_eq!(files[1]["size"], "été ✓".len());
+    assert_eq!(files[1]["text"], "été ✓");
+
+    // The field was answered: the same chooser takes nothing more.
+    let (status, _) = server
+        .http
+        .upload(&path, &links.controller, &[("a.txt", b"x")])
+        .await;
+    assert_eq!(status, 409);
+    // The other participant was never asked.
+    assert_eq!(other.json_seen_count("fileChooser", |_| true), 0);
+    other.json_where("presence", |_| true).await;
+    assert_eq!(other.json_seen_count("fileChooser", |_| true), 0);
+    server.stop().await;
+}

@@ -887,3 +887,56 @@ async fn a_popup_becomes_a_tab_people_switch_and_close_in_the_viewer() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_picked_in_the_viewer_reaches_the_pages_file_field() {
+    use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
+    use support::viewer::until;
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/upload")).await;
+    site.report_where(|r| r["page"] == "/upload").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
+    let field = aim(&page, 150.0, 20.0).await;
+    click(&page, field.client, MouseButton::Left, 1).await;
+    until(
+        &page,
+        "!document.getElementById('file-box').hidden",
+        "cobrowse:filechooser",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "document.getElementById('file-input').accept").await,
+        ".txt,text/plain"
+    );
+    assert_eq!(
+        eval(&page, "document.getElementById('file-input').multiple").await,
+        true
+    );
+    // The person picks a file from their own disk.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("letter.txt");
+    std::fs::write(&path, "Dear bank,\n").expect("write");
+    let input = page.find_element("#file-input").await.expect("file input");
+    page.execute(
+        SetFileInputFilesParams::builder()
+            .file(path.to_string_lossy())
+            .backend_node_id(input.backend_node_id)
+            .build()
+            .expect("params"),
+    )
+    .await
+    .expect("files set");
+    let files = site.report_of("files").await;
+    assert_eq!(files["files"][0]["name"], "letter.txt", "{files}");
+    assert_eq!(files["files"][0]["text"], "Dear bank,\n");
+    until(
+        &page,
+        "document.getElementById('file-box').hidden",
+        "cobrowse:uploaded",
+    )
+    .await;
+    viewer.close().await;
+    server.stop().await;
+}

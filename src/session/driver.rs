@@ -387,6 +387,7 @@ impl Driver {
             }
             state.dialog_answered_by = None;
             state.select = None;
+            state.chooser = None;
             state.dialog = attached.dialogs.remove(target);
             state.tabs.set_active(target);
             let info = state.tabs.info(target).unwrap_or_default();
@@ -626,8 +627,8 @@ impl Driver {
                     page.navigate(&url);
                 }
             }
-            // Popups and copies come from the tab participants act on.
-            PageEvent::Native { .. } => {}
+            // Popups, copies and file fields come from the tab participants act on.
+            PageEvent::Native { .. } | PageEvent::FileChooser { .. } => {}
         }
         None
     }
@@ -741,6 +742,7 @@ impl Driver {
             state.dialog = None;
             state.dialog_answered_by = None;
             state.select = None;
+            state.chooser = None;
             state.page.url = url.to_string();
             state.page.loading = true;
             state.page.clone()
@@ -880,7 +882,7 @@ impl Driver {
                 });
                 self.mark_dialog(false);
             }
-            PageEvent::Crashed => {}
+            PageEvent::Crashed | PageEvent::FileChooser { .. } => {}
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
                 Ok(crate::native::NativeReport::Copy { text }) => {
                     self.handle.copied(&text);
@@ -1037,6 +1039,14 @@ impl Driver {
                                 retry_at = Some(Instant::now() + FIRST_FRAME_TIMEOUT);
                             }
                             !screencasting
+                        }
+                        PageEvent::FileChooser { node, multiple } => {
+                            let accept = match tokio::time::timeout(HISTORY_TIMEOUT, probe.file_accept(node)).await {
+                                Ok(Ok(accept)) => accept,
+                                _ => String::new(),
+                            };
+                            self.handle.file_chooser_opened(node, multiple, &accept);
+                            false
                         }
                         PageEvent::Navigated { new_document: false, .. } | PageEvent::Loading(false) => {
                             self.refresh_history(&probe).await;

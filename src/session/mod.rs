@@ -282,6 +282,16 @@ enum TabCommand {
     New,
 }
 
+/// A file field of the page waiting for files.
+#[derive(Debug, Clone, PartialEq)]
+struct OpenChooser {
+    id: u32,
+    /// The field, for `DOM.setFileInputFiles`.
+    node: i64,
+    /// The participant it was offered to.
+    opener: String,
+}
+
 /// A `<select>` popup the page opened, waiting for a choice.
 #[derive(Debug, Clone, PartialEq)]
 struct OpenSelect {
@@ -313,6 +323,12 @@ struct State {
     dialog_answered_by: Option<String>,
     /// The `<select>` popup open in the page, shown to the participant who opened it.
     select: Option<OpenSelect>,
+    /// The file field waiting for files, offered to the participant who clicked it.
+    chooser: Option<OpenChooser>,
+    /// Numbers file choosers (upload URLs name them).
+    next_chooser: u32,
+    /// Uploads so far (each gets its own directory).
+    uploads: u64,
     /// Who last pressed a mouse button or key on the page: the one a popup belongs to.
     last_actor: Option<String>,
     /// Why the session ended; set once, before `cancel` fires.
@@ -351,6 +367,10 @@ struct Shared {
     participant_count: watch::Sender<usize>,
     state: Mutex<State>,
     stats: Stats,
+    /// Where uploaded files are kept for the page; removed with the session.
+    files: tempfile::TempDir,
+    /// Largest upload, bytes (0: none).
+    max_upload_bytes: u64,
     /// Process id of the current browser (0: unknown); replaced on a restart.
     browser_pid: AtomicU32,
     /// Browser restarts after a crash (renderer or whole browser).
@@ -422,6 +442,7 @@ pub struct NewSession {
     pub close_grace: Duration,
     pub control: crate::control::Policy,
     pub control_idle: Duration,
+    pub max_upload_bytes: u64,
 }
 
 impl SessionHandle {
@@ -440,6 +461,10 @@ impl SessionHandle {
         let (tab_tx, tab_rx) = mpsc::channel(TAB_COMMANDS);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let cancel = server_shutdown.child_token();
+        let files = tempfile::Builder::new()
+            .prefix("cobrowse-files-")
+            .tempdir()
+            .map_err(crate::browser::BrowserError::Profile)?;
         let shared = Arc::new(Shared {
             id: new.id,
             created: SystemTime::now(),
@@ -471,10 +496,15 @@ impl SessionHandle {
                 next_dialog: 1,
                 dialog_answered_by: None,
                 select: None,
+                chooser: None,
+                next_chooser: 1,
+                uploads: 0,
                 last_actor: None,
                 end_reason: None,
             }),
             stats: Stats::default(),
+            files,
+            max_upload_bytes: new.max_upload_bytes,
             browser_pid: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
             cancel: cancel.clone(),
@@ -1079,6 +1109,97 @@ impl SessionHandle {
             opener,
         });
         true
+    }
+
+    /// A file field asked for files: offered to whoever last pressed something on the page.
+    fn file_chooser_opened(&self, node: i64, multiple: bool, accept: &str) {
+        let mut state = self.state();
+        let Some(opener) = state.last_actor.clone() else {
+            debug!("a file field opened with nobody to offer it to");
+            return;
+        };
+        let id = state.next_chooser;
+        state.next_chooser = state.next_chooser.wrapping_add(1);
+        let Some(member) = state.participants.get(&opener) else {
+            return;
+        };
+        let json = if self.shared.max_upload_bytes == 0 {
+            ServerMessage::Notice {
+                level: "info",
+                code: "upload-off",
+                message: "The page asks for a file, but uploads are turned off on this server.",
+            }
+            .to_json()
+        } else {
+            let accept: String = accept.chars().take(1000).collect();
+            ServerMessage::FileChooser {
+                id,
+                multiple,
+                accept: &accept,
+                max_bytes: self.shared.max_upload_bytes,
+            }
+            .to_json()
+        };
+        if member.direct.try_send(Arc::from(json)).is_ok() && self.shared.max_upload_bytes > 0 {
+            state.chooser = Some(OpenChooser { id, node, opener });
+        }
+    }
+
+    /// Files for file chooser `chooser` (names already cleaned): saved in the session's
+    /// directory and given to the page's field. The caller checked the role and the size.
+    pub async fn upload(
+        &self,
+        chooser: u32,
+        files: Vec<(String, bytes::Bytes)>,
+    ) -> Result<(), crate::api::AppError> {
+        use crate::api::AppError;
+        let (open, n) = {
+            let mut state = self.state();
+            match state.chooser.take() {
+                Some(c) if c.id == chooser => {
+                    state.uploads += 1;
+                    (c, state.uploads)
+                }
+                other => {
+                    state.chooser = other;
+                    return Err(AppError::Conflict(
+                        "that file field no longer waits for files",
+                    ));
+                }
+            }
+        };
+        let dir = self.shared.files.path().join(n.to_string());
+        let write = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut paths = Vec::new();
+                for (i, (name, data)) in files.iter().enumerate() {
+                    // One directory per file: two files of the same name both keep it.
+                    let sub = dir.join(i.to_string());
+                    std::fs::create_dir_all(&sub)?;
+                    let path = sub.join(name);
+                    std::fs::write(&path, data)?;
+                    paths.push(path.to_string_lossy().into_owned());
+                }
+                Ok::<_, std::io::Error>(paths)
+            })
+        };
+        let paths = match write.await {
+            Ok(Ok(paths)) => paths,
+            Ok(Err(e)) => return Err(AppError::Internal(format!("saving an upload: {e}"))),
+            Err(e) => return Err(AppError::Internal(format!("saving an upload: {e}"))),
+        };
+        let page = self.page();
+        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, page.set_files(open.node, paths)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "setting the files failed");
+                Err(AppError::Conflict("the page's file field is gone"))
+            }
+            Err(_) => Err(AppError::Unavailable(
+                "the page did not answer in time".into(),
+            )),
+        }
     }
 
     /// Text was copied in the page: it goes to whoever last pressed something on it (the one

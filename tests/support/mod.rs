@@ -821,6 +821,13 @@ for (const type of ['input', 'change']) s.addEventListener(type, () => report({t
 <button style="position:absolute;left:600px;top:0;width:200px;height:100px" onclick="window.open('/nav/9', '_blank'); setTimeout(() => report({type: 'confirm', value: confirm('Still there?')}), 500)">ask later</button>
 <script>addEventListener('message', e => report({type: 'message', data: e.data}));</script></body>"#)
             }))
+            // A file field for several text files (0..300, 0..40); reports each pick's names, sizes
+            // and contents.
+            .route("/upload", get(|| async {
+                page(r#"<title>Upload</title><body style="margin:0;background:#fff"><input id=f type=file multiple accept=".txt,text/plain" style="position:absolute;left:0;top:0;width:300px;height:40px">
+<script>const f = document.getElementById('f');
+f.addEventListener('change', async () => report({type: 'files', files: await Promise.all([...f.files].map(async x => ({name: x.name, size: x.size, text: await x.text()})))}));</script></body>"#)
+            }))
             // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
             // the window.
             .route("/popup-child", get(|| async {
@@ -1016,11 +1023,47 @@ pub mod reqwest_lite {
             request.push_str("\r\n");
             request.push_str(body);
             stream.write_all(request.as_bytes()).await.expect("write");
-            let mut response = Vec::new();
-            tokio::time::timeout(super::WAIT, stream.read_to_end(&mut response))
+            Self::response(stream).await
+        }
+
+        /// Uploads `files` (name, content) as multipart fields `file` to `path`, with the join
+        /// token `token`, as the viewer does; returns the status and body text.
+        pub async fn upload(
+            &self,
+            path: &str,
+            token: &str,
+            files: &[(&str, &[u8])],
+        ) -> (u16, String) {
+            let boundary = "cobrowse-test-boundary-7d1f";
+            let mut body = Vec::new();
+            for (name, data) in files {
+                body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+                body.extend_from_slice(data);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+                self.addr,
+                body.len()
+            );
+            let mut stream = tokio::net::TcpStream::connect(self.addr)
                 .await
-                .expect("reply in time")
-                .expect("read");
+                .expect("connect");
+            stream.write_all(head.as_bytes()).await.expect("write");
+            // A refused upload may be answered before the whole body is sent.
+            let _ = stream.write_all(&body).await;
+            let (status, _, body) = Self::response(stream).await;
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+
+        async fn response(mut stream: tokio::net::TcpStream) -> (u16, String, Vec<u8>) {
+            let mut response = Vec::new();
+            // A reset after the reply (the server closing on an unread body) still leaves the
+            // reply read.
+            let _ = tokio::time::timeout(super::WAIT, stream.read_to_end(&mut response))
+                .await
+                .expect("reply in time");
             let split = response
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")

@@ -10,6 +10,7 @@ import { Annotations } from './annotate.js';
 import { ViewZoom } from './zoom.js';
 import { NavBar } from './navbar.js';
 import { TabStrip } from './tabs.js';
+import { FileAsk } from './files.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
 
@@ -138,6 +139,17 @@ const nav = new NavBar(
 stats.page = () => nav.state;
 const tabStrip = new TabStrip($('tabs'), (msg) => conn.send(msg));
 stats.tabs = () => tabStrip.state;
+const fileAsk = new FileAsk(
+  {
+    box: $('file-box'),
+    label: $('file-label'),
+    input: $('file-input'),
+    status: $('file-status'),
+    cancel: $('file-cancel'),
+  },
+  join,
+  stats,
+);
 const selectPopup = new SelectPopup($('select-popup'), ui.canvas, ui.stage, (msg) => conn.send(msg), stats);
 const dialogs = new PageDialogs(
   {
@@ -321,6 +333,10 @@ const handlers = {
   tabs(msg) {
     tabStrip.update(msg);
     dispatchEvent(new Event('cobrowse:tabs'));
+  },
+  fileChooser(msg) {
+    fileAsk.ask(msg);
+    dispatchEvent(new Event('cobrowse:filechooser'));
   },
   select(msg) {
     selectPopup.show(msg);
