@@ -9,6 +9,10 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    CancelDownloadParams, DownloadProgressState, EventDownloadProgress, EventDownloadWillBegin,
+    SetDownloadBehaviorBehavior, SetDownloadBehaviorParams,
+};
 use chromiumoxide::cdp::browser_protocol::dom::{
     BackendNodeId, DescribeNodeParams, SetFileInputFilesParams,
 };
@@ -150,6 +154,20 @@ pub enum TabEvent {
         url: String,
         title: String,
     },
+    /// A page started a download (see [`Browser::set_downloads`]); `guid` names it.
+    DownloadStarted {
+        guid: String,
+        url: String,
+        name: String,
+    },
+    /// A download progressed, finished (`done`, saved as `{dir}/{guid}`) or was cancelled.
+    Download {
+        guid: String,
+        received: u64,
+        total: u64,
+        done: bool,
+        cancelled: bool,
+    },
 }
 
 /// A running Chromium and the page (tab) the session shows now. Owned by the session task;
@@ -278,8 +296,8 @@ impl Browser {
         self.page = tab.page.clone();
     }
 
-    /// Tabs opened, closed or changed anywhere in the browser. Subscribe before anything can
-    /// open a tab.
+    /// Tabs opened, closed or changed anywhere in the browser, and downloads. Subscribe before
+    /// anything can open a tab.
     pub async fn tab_events(
         &self,
     ) -> Result<Pin<Box<dyn Stream<Item = TabEvent> + Send>>, BrowserError> {
@@ -315,11 +333,58 @@ impl Browser {
                     title: info.title.clone(),
                 })
             });
+        let started = self
+            .browser
+            .event_listener::<EventDownloadWillBegin>()
+            .await?
+            .map(|e| TabEvent::DownloadStarted {
+                guid: e.guid.clone(),
+                url: e.url.clone(),
+                name: e.suggested_filename.clone(),
+            });
+        let progress = self
+            .browser
+            .event_listener::<EventDownloadProgress>()
+            .await?
+            .map(|e| TabEvent::Download {
+                guid: e.guid.clone(),
+                // Byte counts as CDP gives them (doubles); negative or NaN reads as 0.
+                received: e.received_bytes.max(0.0) as u64,
+                total: e.total_bytes.max(0.0) as u64,
+                done: e.state == DownloadProgressState::Completed,
+                cancelled: e.state == DownloadProgressState::Canceled,
+            });
         Ok(Box::pin(futures::stream::select_all([
             opened.boxed(),
             closed.boxed(),
             changed.boxed(),
+            started.boxed(),
+            progress.boxed(),
         ])))
+    }
+
+    /// Downloads are saved into `dir`, each under its guid, and reported as events; `None`
+    /// refuses them.
+    pub async fn set_downloads(&self, dir: Option<&Path>) -> Result<(), BrowserError> {
+        let builder = SetDownloadBehaviorParams::builder().events_enabled(true);
+        let builder = match dir {
+            Some(dir) => builder
+                .behavior(SetDownloadBehaviorBehavior::AllowAndName)
+                .download_path(dir.to_string_lossy()),
+            None => builder.behavior(SetDownloadBehaviorBehavior::Deny),
+        };
+        self.browser
+            .execute(builder.build().map_err(BrowserError::Config)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops download `guid` (too large).
+    pub async fn cancel_download(&self, guid: &str) -> Result<(), BrowserError> {
+        self.browser
+            .execute(CancelDownloadParams::new(guid.to_string()))
+            .await?;
+        Ok(())
     }
 
     /// The page of tab `target`, made ready like the first one (viewport, page script). For a

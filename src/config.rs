@@ -32,6 +32,10 @@ pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 pub const DEFAULT_MAX_UPLOAD_MIB: u64 = 25;
 /// Largest upload limit an operator may set, MiB.
 pub const MAX_UPLOAD_MIB: u64 = 1024;
+/// Largest download from a page by default, MiB.
+pub const DEFAULT_MAX_DOWNLOAD_MIB: u64 = 100;
+/// Largest download limit an operator may set, MiB.
+pub const MAX_DOWNLOAD_MIB: u64 = 4096;
 const MIB: u64 = 1024 * 1024;
 /// Viewport of a session when the request does not give one.
 pub const DEFAULT_VIEWPORT: Viewport = Viewport {
@@ -138,6 +142,10 @@ pub struct ServeArgs {
     /// uploads off.
     #[arg(long, env = "COBROWSE_MAX_UPLOAD_MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB)]
     pub max_upload_mib: u64,
+    /// Largest file a page may download (participants then save it from the viewer), MiB; 0
+    /// refuses downloads.
+    #[arg(long, env = "COBROWSE_MAX_DOWNLOAD_MIB", default_value_t = DEFAULT_MAX_DOWNLOAD_MIB)]
+    pub max_download_mib: u64,
 }
 
 /// The validated configuration of a server.
@@ -155,6 +163,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Largest upload into a page's file field (all files of one pick), bytes; 0: no uploads.
     pub max_upload_bytes: u64,
+    /// Largest download, bytes; 0: downloads refused.
+    pub max_download_bytes: u64,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -177,6 +187,7 @@ impl Config {
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_MIB * MIB,
             fault_stall_screencast: false,
         }
     }
@@ -229,6 +240,11 @@ impl Config {
                 .checked_mul(MIB)
                 .filter(|_| args.max_upload_mib <= MAX_UPLOAD_MIB)
                 .ok_or_else(|| format!("--max-upload-mib must be at most {MAX_UPLOAD_MIB}"))?,
+            max_download_bytes: args
+                .max_download_mib
+                .checked_mul(MIB)
+                .filter(|_| args.max_download_mib <= MAX_DOWNLOAD_MIB)
+                .ok_or_else(|| format!("--max-download-mib must be at most {MAX_DOWNLOAD_MIB}"))?,
             fault_stall_screencast: false,
         })
     }

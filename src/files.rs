@@ -1,9 +1,11 @@
-//! Files participants put into the page: a file field the page opened is answered with files
-//! picked on the participant's own device and uploaded here (`POST /s/{id}/files/{chooser}`,
-//! multipart), saved in the session's own directory and given to the field.
+//! Files between participants and the page. Uploads: a file field the page opened is answered
+//! with files picked on the participant's own device and uploaded here
+//! (`POST /s/{id}/files/{chooser}`, multipart), saved in the session's own directory and given to
+//! the field. Downloads: what the page downloads is saved there too and served to participants
+//! (`GET /s/{id}/downloads/{n}`).
 
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::info;
@@ -101,6 +103,75 @@ fn multipart_error(status: StatusCode, detail: &str) -> Response {
     AppError::BadRequest(format!("the upload could not be read: {detail}")).into_response()
 }
 
+/// `GET /s/{id}/downloads/{n}`: a file the page downloaded, for any participant of the session
+/// (`Authorization: Bearer` join token). Always an attachment, never shown inline: a page's
+/// download must not run as the viewer's own origin.
+pub async fn download(
+    State(app): State<AppState>,
+    Path((id, n)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match crate::ws::authorize_request(&app, &id, &headers) {
+        Ok((session, _)) => session,
+        Err(e) => return e.into_response(),
+    };
+    let Some((path, name)) = session.download_file(n) else {
+        return AppError::NotFound("no such download").into_response();
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(_) => return AppError::NotFound("no such download").into_response(),
+    };
+    let size = file.metadata().await.map(|m| m.len()).ok();
+    info!(session_id = %id, download = n, bytes = ?size, "download fetched by a participant");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(size) = size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    response
+}
+
+/// `attachment` with the name as RFC 6266 / 5987 want it: an ASCII fallback and the UTF-8 name.
+pub fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
 /// The body limit of the upload route: the files plus room for multipart headers.
 pub fn body_limit(max_upload_bytes: u64) -> usize {
     usize::try_from(max_upload_bytes)
@@ -123,6 +194,18 @@ mod tests {
         assert_eq!(clean_name("   "), "file");
         assert_eq!(clean_name(&"x".repeat(500)).chars().count(), 200);
         assert_eq!(clean_name("résumé – 2026.docx"), "résumé – 2026.docx");
+    }
+
+    #[test]
+    fn downloads_are_attachments_with_both_name_forms() {
+        assert_eq!(
+            content_disposition("report 1.pdf"),
+            "attachment; filename=\"report 1.pdf\"; filename*=UTF-8''report%201.pdf"
+        );
+        assert_eq!(
+            content_disposition("été\"x\".txt"),
+            "attachment; filename=\"_t__x_.txt\"; filename*=UTF-8''%C3%A9t%C3%A9%22x%22.txt"
+        );
     }
 
     #[test]

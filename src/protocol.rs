@@ -221,6 +221,12 @@ pub enum ServerMessage<'a> {
         accept: &'a str,
         max_bytes: u64,
     },
+    /// Files the page downloaded, newest last (at most 20): `state` `started`, `done` (fetch it
+    /// from `/s/{session}/downloads/{id}`) or `failed` with a `reason`. Sent after `hello` and
+    /// whenever one starts, finishes or fails.
+    Downloads {
+        downloads: &'a [crate::session::DownloadInfo],
+    },
     /// Text copied (or cut) in the page by this participant, for their own clipboard (sent to
     /// them alone).
     Clipboard {

@@ -146,6 +146,7 @@ impl Registry {
             control: request.control,
             control_idle: request.control_idle,
             max_upload_bytes: self.config.max_upload_bytes,
+            max_download_bytes: self.config.max_download_bytes,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

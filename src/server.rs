@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
                 state.config.max_upload_bytes,
             ))),
         )
+        .route("/s/{id}/downloads/{n}", get(files::download))
         .route("/ws/{id}", get(ws::upgrade))
         .route("/{*path}", get(assets::static_file))
         .nest("/api", api)

@@ -401,6 +401,13 @@ impl Writer<'_> {
             active,
         })
         .await?;
+        let downloads = session.downloads();
+        if !downloads.is_empty() {
+            self.send_json(&ServerMessage::Downloads {
+                downloads: &downloads,
+            })
+            .await?;
+        }
         if let Some(dialog) = session.open_dialog() {
             self.send_json(&ServerMessage::Dialog {
                 dialog: Some(&dialog),

@@ -180,3 +180,88 @@ async fn a_file_field_gets_the_files_the_participant_uploads() {
     assert_eq!(other.json_seen_count("fileChooser", |_| true), 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_the_page_is_offered_to_participants_within_the_limit() {
+    let mut site = TestSite::start().await;
+    let mut config = support::test_config();
+    config.max_download_bytes = 1024 * 1024;
+    let server = TestServer::start_with(config).await;
+    let (id, links) = server.create_session(&site.url("/download")).await;
+    let mut driver = server.join(&id, &links.controller).await;
+    let mut watcher = server.join(&id, &links.viewer).await;
+    site.report_where(|r| r["page"] == "/download").await;
+
+    driver.click(150.0, 20.0).await;
+    let done = |v: &serde_json::Value| {
+        v["downloads"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d["name"] == "notes.txt" && d["state"] == "done")
+        })
+    };
+    let list = driver.json_where("downloads", done).await;
+    let file = &list["downloads"][0];
+    assert_eq!(file["size"], 15, "{list}");
+    // Everyone sees it, and any participant may save it (here the view-only one).
+    watcher.json_where("downloads", done).await;
+    let path = format!("/s/{id}/downloads/{}", file["id"]);
+    let auth = format!("Bearer {}", links.viewer);
+    let (status, head, body) = server
+        .http
+        .raw_bytes("GET", &path, &[("Authorization", &auth)], None)
+        .await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body, b"hello download\n");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-disposition: attachment; filename=\"notes.txt\""),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let (status, _, _) = server.http.raw_bytes("GET", &path, &[], None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = server
+        .http
+        .raw_bytes(
+            "GET",
+            &format!("/s/{id}/downloads/999"),
+            &[("Authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Over the limit: stopped, and nobody can fetch it.
+    driver.click(150.0, 70.0).await;
+    let list = driver
+        .json_where("downloads", |v| {
+            v["downloads"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|d| d["name"] == "big.bin" && d["state"] == "failed")
+            })
+        })
+        .await;
+    let big = list["downloads"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "big.bin"))
+        .expect("big.bin")
+        .clone();
+    assert!(
+        big["reason"].as_str().is_some_and(|r| r.contains("larger")),
+        "{big}"
+    );
+    driver
+        .json_where("notice", |v| v["code"] == "download-too-large")
+        .await;
+    let (status, _, _) = server
+        .http
+        .raw_bytes(
+            "GET",
+            &format!("/s/{id}/downloads/{}", big["id"]),
+            &[("Authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}

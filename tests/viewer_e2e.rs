@@ -940,3 +940,45 @@ async fn a_file_picked_in_the_viewer_reaches_the_pages_file_field() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_the_page_is_saved_from_the_viewer() {
+    use support::viewer::{click_element, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/download")).await;
+    site.report_where(|r| r["page"] == "/download").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
+    let link = aim(&page, 150.0, 20.0).await;
+    click(&page, link.client, MouseButton::Left, 1).await;
+    until(
+        &page,
+        "!document.getElementById('downloads').hidden && window.cobrowse.downloads.some(d => d.state === 'done')",
+        "cobrowse:downloads",
+    )
+    .await;
+    let text = eval(
+        &page,
+        "document.getElementById('downloads-list').textContent",
+    )
+    .await;
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("notes.txt") && t.contains("15 B")),
+        "{text}"
+    );
+    let n = eval(&page, "window.cobrowse.downloads[0].id").await;
+    click_element(&page, &format!("download-save-{n}")).await;
+    until(
+        &page,
+        "window.cobrowse.saved.length === 1",
+        "cobrowse:saved",
+    )
+    .await;
+    let saved = eval(&page, "window.cobrowse.saved[0]").await;
+    assert_eq!(saved["name"], "notes.txt", "{saved}");
+    assert_eq!(saved["size"], 15, "{saved}");
+    viewer.close().await;
+    server.stop().await;
+}

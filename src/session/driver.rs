@@ -293,6 +293,16 @@ impl Driver {
                 return Err(e);
             }
         };
+        let downloads = self.handle.downloads_dir();
+        if let Some(dir) = &downloads {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                warn!(error = %e, "no directory for downloads");
+            }
+        }
+        if let Err(e) = browser.set_downloads(downloads.as_deref()).await {
+            browser.close(self.close_grace).await;
+            return Err(e);
+        }
         let wiring = match self.wire(&browser, inputs).await {
             Ok(wiring) => wiring,
             Err((e, _)) => {
@@ -480,6 +490,33 @@ impl Driver {
                     }
                 }
                 next
+            }
+            TabEvent::DownloadStarted { guid, url, name } => {
+                debug!(%url, "download started");
+                self.handle.download_started(&guid, &name);
+                None
+            }
+            TabEvent::Download {
+                guid,
+                received,
+                total,
+                done,
+                cancelled,
+            } => {
+                if self
+                    .handle
+                    .download_progress(&guid, received, total, done, cancelled)
+                {
+                    let cancel = attached.browser.cancel_download(&guid);
+                    if let Ok(Err(e)) = tokio::time::timeout(TAB_COMMAND_TIMEOUT, cancel).await {
+                        debug!(error = %e, "cancelling a download failed");
+                    }
+                    self.tell_everyone(
+                        "download-too-large",
+                        "The page's download is larger than this server allows; it was stopped.",
+                    );
+                }
+                None
             }
             TabEvent::Changed { target, url, title } => {
                 if target == attached.active {

@@ -282,6 +282,29 @@ enum TabCommand {
     New,
 }
 
+/// Downloads a session keeps (the oldest file is deleted beyond).
+const MAX_DOWNLOADS: usize = 20;
+
+/// A file the page downloaded, as participants see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DownloadInfo {
+    pub id: u32,
+    pub name: String,
+    /// Bytes (received so far while `started`).
+    pub size: u64,
+    /// `started`, `done` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A download and Chromium's name for it.
+#[derive(Debug, Clone)]
+struct Download {
+    guid: String,
+    info: DownloadInfo,
+}
+
 /// A file field of the page waiting for files.
 #[derive(Debug, Clone, PartialEq)]
 struct OpenChooser {
@@ -329,6 +352,10 @@ struct State {
     next_chooser: u32,
     /// Uploads so far (each gets its own directory).
     uploads: u64,
+    /// The page's downloads, oldest first (at most [`MAX_DOWNLOADS`]).
+    downloads: Vec<Download>,
+    /// Numbers downloads.
+    next_download: u32,
     /// Who last pressed a mouse button or key on the page: the one a popup belongs to.
     last_actor: Option<String>,
     /// Why the session ended; set once, before `cancel` fires.
@@ -371,6 +398,8 @@ struct Shared {
     files: tempfile::TempDir,
     /// Largest upload, bytes (0: none).
     max_upload_bytes: u64,
+    /// Largest download, bytes (0: none).
+    max_download_bytes: u64,
     /// Process id of the current browser (0: unknown); replaced on a restart.
     browser_pid: AtomicU32,
     /// Browser restarts after a crash (renderer or whole browser).
@@ -443,6 +472,7 @@ pub struct NewSession {
     pub control: crate::control::Policy,
     pub control_idle: Duration,
     pub max_upload_bytes: u64,
+    pub max_download_bytes: u64,
 }
 
 impl SessionHandle {
@@ -499,12 +529,15 @@ impl SessionHandle {
                 chooser: None,
                 next_chooser: 1,
                 uploads: 0,
+                downloads: Vec::new(),
+                next_download: 1,
                 last_actor: None,
                 end_reason: None,
             }),
             stats: Stats::default(),
             files,
             max_upload_bytes: new.max_upload_bytes,
+            max_download_bytes: new.max_download_bytes,
             browser_pid: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
             cancel: cancel.clone(),
@@ -1200,6 +1233,116 @@ impl SessionHandle {
                 "the page did not answer in time".into(),
             )),
         }
+    }
+
+    /// Where downloads are saved (`None`: downloads refused).
+    fn downloads_dir(&self) -> Option<std::path::PathBuf> {
+        (self.shared.max_download_bytes > 0).then(|| self.shared.files.path().join("downloads"))
+    }
+
+    /// The page's downloads, oldest first.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.state()
+            .downloads
+            .iter()
+            .map(|d| d.info.clone())
+            .collect()
+    }
+
+    fn broadcast_downloads(&self) {
+        let downloads = self.downloads();
+        self.broadcast(&ServerMessage::Downloads {
+            downloads: &downloads,
+        });
+    }
+
+    /// The page started download `guid`.
+    fn download_started(&self, guid: &str, name: &str) {
+        let evicted = {
+            let mut state = self.state();
+            let id = state.next_download;
+            state.next_download = state.next_download.wrapping_add(1);
+            let off = self.shared.max_download_bytes == 0;
+            state.downloads.push(Download {
+                guid: guid.to_string(),
+                info: DownloadInfo {
+                    id,
+                    name: crate::files::clean_name(name),
+                    size: 0,
+                    state: if off { "failed" } else { "started" },
+                    reason: off.then(|| "downloads are turned off on this server".to_string()),
+                },
+            });
+            let excess = state.downloads.len().saturating_sub(MAX_DOWNLOADS);
+            state.downloads.drain(..excess).collect::<Vec<_>>()
+        };
+        if let Some(dir) = self.downloads_dir() {
+            for old in evicted {
+                let _ = std::fs::remove_file(dir.join(&old.guid));
+            }
+        }
+        info!(session_id = %self.id(), "the page started a download");
+        self.broadcast_downloads();
+    }
+
+    /// Download `guid` progressed. Returns whether it must be cancelled (over the limit).
+    fn download_progress(
+        &self,
+        guid: &str,
+        received: u64,
+        total: u64,
+        done: bool,
+        cancelled: bool,
+    ) -> bool {
+        let limit = self.shared.max_download_bytes;
+        let (changed, cancel) = {
+            let mut state = self.state();
+            let Some(d) = state.downloads.iter_mut().find(|d| d.guid == guid) else {
+                return false;
+            };
+            if d.info.state != "started" {
+                return false;
+            }
+            d.info.size = received;
+            if received.max(total) > limit {
+                d.info.state = "failed";
+                d.info.reason = Some(format!(
+                    "larger than this server allows ({} MB)",
+                    limit / (1024 * 1024)
+                ));
+                (true, true)
+            } else if done {
+                d.info.state = "done";
+                (true, false)
+            } else if cancelled {
+                d.info.state = "failed";
+                d.info.reason = Some("cancelled".into());
+                (true, false)
+            } else {
+                (false, false)
+            }
+        };
+        if changed {
+            info!(session_id = %self.id(), bytes = received, done, cancel, "download finished");
+            self.broadcast_downloads();
+        }
+        if cancel {
+            if let Some(dir) = self.downloads_dir() {
+                let _ = std::fs::remove_file(dir.join(guid));
+            }
+        }
+        cancel
+    }
+
+    /// The file of finished download `id`: its path and name.
+    pub fn download_file(&self, id: u32) -> Option<(std::path::PathBuf, String)> {
+        let dir = self.downloads_dir()?;
+        let state = self.state();
+        let d = state
+            .downloads
+            .iter()
+            .find(|d| d.info.id == id && d.info.state == "done")?;
+        Some((dir.join(&d.guid), d.info.name.clone()))
     }
 
     /// Text was copied in the page: it goes to whoever last pressed something on it (the one

@@ -828,6 +828,16 @@ for (const type of ['input', 'change']) s.addEventListener(type, () => report({t
 <script>const f = document.getElementById('f');
 f.addEventListener('change', async () => report({type: 'files', files: await Promise.all([...f.files].map(async x => ({name: x.name, size: x.size, text: await x.text()})))}));</script></body>"#)
             }))
+            // Links to downloads: a small text file (0..300, 0..40) and 2 MiB (0..300, 50..90).
+            .route("/download", get(|| async {
+                page(r#"<title>Downloads</title><body style="margin:0;background:#fff"><a href="/file.txt" style="position:absolute;left:0;top:0;width:300px;height:40px;display:block;background:#9cf">notes</a><a href="/big.bin" style="position:absolute;left:0;top:50px;width:300px;height:40px;display:block;background:#fc9">big</a></body>"#)
+            }))
+            .route("/file.txt", get(|| async {
+                ([(axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"notes.txt\"")], "hello download\n")
+            }))
+            .route("/big.bin", get(|| async {
+                ([(axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"big.bin\"")], vec![7u8; 2 * 1024 * 1024])
+            }))
             // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
             // the window.
             .route("/popup-child", get(|| async {

@@ -11,6 +11,7 @@ import { ViewZoom } from './zoom.js';
 import { NavBar } from './navbar.js';
 import { TabStrip } from './tabs.js';
 import { FileAsk } from './files.js';
+import { Downloads } from './downloads.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
 
@@ -147,6 +148,11 @@ const fileAsk = new FileAsk(
     status: $('file-status'),
     cancel: $('file-cancel'),
   },
+  join,
+  stats,
+);
+const downloads = new Downloads(
+  { box: $('downloads'), list: $('downloads-list'), close: $('downloads-close') },
   join,
   stats,
 );
@@ -333,6 +339,10 @@ const handlers = {
   tabs(msg) {
     tabStrip.update(msg);
     dispatchEvent(new Event('cobrowse:tabs'));
+  },
+  downloads(msg) {
+    downloads.update(msg);
+    dispatchEvent(new Event('cobrowse:downloads'));
   },
   fileChooser(msg) {
     fileAsk.ask(msg);
