@@ -79,6 +79,7 @@ impl Raw {
         let browser = Browser::launch(LaunchOptions {
             chromium: support::chromium(),
             viewport: DEFAULT_VIEWPORT,
+            scale: 1.0,
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
             fault_stall_screencast: false,
         })

@@ -92,12 +92,20 @@ struct CreateSessionBody {
     /// Seconds a control holder may stay idle (exclusive policy); default 120.
     #[serde(rename = "controlIdleSecs")]
     control_idle_secs: Option<u64>,
+    /// Device pixels per CSS pixel of the screen, 1 to 3 (default 1): sharper text for high-DPI
+    /// viewers, at the cost of bigger frames.
+    #[serde(rename = "deviceScaleFactor")]
+    device_scale_factor: Option<f64>,
 }
+
+/// Largest device scale factor a session may ask for.
+const MAX_SCALE: f64 = 3.0;
 
 /// What a create request asks for, checked.
 struct CreateOptions {
     url: String,
     viewport: Viewport,
+    scale: f64,
     control: Policy,
     control_idle: std::time::Duration,
 }
@@ -109,6 +117,8 @@ pub struct SessionView {
     url: String,
     start_url: String,
     viewport: WireViewport,
+    /// Device pixels per CSS pixel of the screen.
+    device_scale_factor: f64,
     created_at: u64,
     participants: usize,
     /// Everyone connected, in join order: id, name, colour, role, join time (Unix ms).
@@ -149,6 +159,7 @@ impl From<SessionInfo> for SessionView {
                 width: i.viewport.width,
                 height: i.viewport.height,
             },
+            device_scale_factor: i.scale,
             created_at: i
                 .created
                 .duration_since(UNIX_EPOCH)
@@ -200,9 +211,19 @@ fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
             ))
         }
     };
+    let scale = match body.device_scale_factor {
+        None => 1.0,
+        Some(s) if (1.0..=MAX_SCALE).contains(&s) => s,
+        Some(_) => {
+            return Err(AppError::BadRequest(format!(
+                "deviceScaleFactor must be between 1 and {MAX_SCALE}"
+            )))
+        }
+    };
     Ok(CreateOptions {
         url,
         viewport,
+        scale,
         control: body.control.unwrap_or(Policy::Shared),
         control_idle,
     })
@@ -238,6 +259,7 @@ pub async fn create_session(
         .create(CreateRequest {
             url: options.url,
             viewport: options.viewport,
+            scale: options.scale,
             links_base,
             control: options.control,
             control_idle: options.control_idle,

@@ -100,6 +100,9 @@ pub enum BrowserError {
 pub struct LaunchOptions {
     pub chromium: PathBuf,
     pub viewport: Viewport,
+    /// Device pixels per CSS pixel (`--force-device-scale-factor`: Chromium then renders and
+    /// screencasts that many pixels per CSS pixel; emulation alone does not enlarge frames).
+    pub scale: f64,
     pub jpeg_quality: u8,
     /// Test fault injection: drop every screencast frame after the first (see `Config`).
     pub fault_stall_screencast: bool,
@@ -212,6 +215,9 @@ impl Browser {
                     "disable-features",
                     ["PaintHolding", "PaintHoldingCrossOrigin"].as_slice(),
                 ));
+            if options.scale != 1.0 {
+                builder = builder.arg(format!("force-device-scale-factor={}", options.scale));
+            }
             if rustix::process::geteuid().is_root() {
                 // Chromium refuses to start as root with its sandbox on.
                 builder = builder.no_sandbox();
@@ -252,7 +258,7 @@ impl Browser {
             handler_gone.cancel();
         });
 
-        let page = match open_page(&browser, options.viewport).await {
+        let page = match open_page(&browser, options.viewport, options.scale).await {
             Ok(page) => page,
             Err(e) => {
                 shutdown(&mut browser, &handler_task, pid, Duration::from_secs(2)).await;
@@ -288,6 +294,20 @@ impl Browser {
     /// Starts navigating the page (see [`PageHandle::navigate`]).
     pub fn navigate(&self, url: &str) {
         self.page().navigate(url);
+    }
+
+    /// Lays every tab in `tabs` out at a new size (the owner resized the page); new tabs and a
+    /// restarted browser get it too. The screencast must be restarted for its frame size.
+    pub async fn set_viewport(
+        &mut self,
+        viewport: Viewport,
+        tabs: &[PageHandle],
+    ) -> Result<(), BrowserError> {
+        self.options.viewport = viewport;
+        for tab in tabs {
+            size_page(&tab.page, viewport, self.options.scale).await?;
+        }
+        Ok(())
     }
 
     /// Makes `tab` the active tab: the screencast, the input and page commands go to it from
@@ -394,7 +414,7 @@ impl Browser {
             .browser
             .get_page(TargetId::from(target.to_string()))
             .await?;
-        prepare_page(&page, self.options.viewport).await?;
+        prepare_page(&page, self.options.viewport, self.options.scale).await?;
         // A popup can be held before its first navigation until a debugger lets it run (the
         // opener's auto-attach asks for that): let it go now that it is ready, so its first
         // document already gets the page script. Harmless for a tab that was not held.
@@ -437,11 +457,12 @@ impl Browser {
         self.page.execute(BringToFrontParams::default()).await?;
         let _ = self.page.execute(StopScreencastParams::default()).await;
         let Viewport { width, height } = self.options.viewport;
+        let scale = self.options.scale;
         let params = StartScreencastParams::builder()
             .format(StartScreencastFormat::Jpeg)
             .quality(i64::from(self.options.jpeg_quality))
-            .max_width(i64::from(width))
-            .max_height(i64::from(height))
+            .max_width((f64::from(width) * scale).round() as i64)
+            .max_height((f64::from(height) * scale).round() as i64)
             .every_nth_frame(1)
             .build();
         self.page.execute(params).await?;
@@ -860,7 +881,11 @@ impl PageHandle {
     }
 }
 
-async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, BrowserError> {
+async fn open_page(
+    browser: &CdpBrowser,
+    viewport: Viewport,
+    scale: f64,
+) -> Result<Page, BrowserError> {
     let target = CreateTargetParams::builder()
         .url("about:blank")
         .new_window(true)
@@ -877,21 +902,27 @@ async fn open_page(browser: &CdpBrowser, viewport: Viewport) -> Result<Page, Bro
             }
         }
     }
-    prepare_page(&page, viewport).await?;
+    prepare_page(&page, viewport, scale).await?;
     Ok(page)
+}
+
+/// Lays the page out at `viewport` CSS pixels, `scale` device pixels each.
+async fn size_page(page: &Page, viewport: Viewport, scale: f64) -> Result<(), BrowserError> {
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        viewport.width,
+        viewport.height,
+        scale,
+        false,
+    ))
+    .await?;
+    Ok(())
 }
 
 /// What every tab gets before participants see it: the session's viewport (a popup's window may
 /// be any size; the screen is not) and cobrowse's page script, for every new document, in a world
 /// the page cannot see.
-async fn prepare_page(page: &Page, viewport: Viewport) -> Result<(), BrowserError> {
-    page.execute(SetDeviceMetricsOverrideParams::new(
-        viewport.width,
-        viewport.height,
-        1.0,
-        false,
-    ))
-    .await?;
+async fn prepare_page(page: &Page, viewport: Viewport, scale: f64) -> Result<(), BrowserError> {
+    size_page(page, viewport, scale).await?;
     let mut binding = AddBindingParams::new(NATIVE_BINDING);
     binding.execution_context_name = Some(NATIVE_WORLD.into());
     page.execute(binding).await?;

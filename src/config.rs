@@ -55,7 +55,8 @@ pub const MAX_VIEWPORT: Viewport = Viewport {
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
-/// Size of a session's page in CSS pixels. Fixed per session: a joining viewer never resizes it.
+/// Size of a session's page in CSS pixels. Set at creation, changed only by the owner: a joining
+/// viewer never resizes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Viewport {
     pub width: u32,

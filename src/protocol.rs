@@ -187,6 +187,12 @@ pub enum ServerMessage<'a> {
     /// The page: URL, title, loading, whether back/forward can go anywhere. Sent after `hello`
     /// and whenever one of them changes.
     Page(&'a crate::session::PageInfo),
+    /// The page's size in CSS pixels changed (the owner resized it); the page lays out again and
+    /// the next screen has the new size.
+    Viewport {
+        width: u32,
+        height: u32,
+    },
     /// The browser's tabs in strip order and the one the screen shows; sent after `hello` and
     /// whenever a tab opens, closes, changes or another becomes active.
     Tabs {
@@ -364,6 +370,11 @@ pub enum ClientMessage {
     /// Back, forward or reload.
     History {
         action: HistoryAction,
+    },
+    /// Owner only: the page's new size in CSS pixels.
+    Viewport {
+        width: u32,
+        height: u32,
     },
     /// Switches to tab `id`, closes it, or opens a new blank tab.
     Tab {

@@ -30,6 +30,8 @@ pub enum CreateError {
 pub struct CreateRequest {
     pub url: String,
     pub viewport: Viewport,
+    /// Device pixels per CSS pixel of the screen (1 to 3).
+    pub scale: f64,
     /// Scheme/host/port the join links start with.
     pub links_base: String,
     /// Who may act: everyone with control rights, or one at a time.
@@ -126,6 +128,7 @@ impl Registry {
         let browser = Browser::launch(LaunchOptions {
             chromium: self.config.chromium.clone(),
             viewport: request.viewport,
+            scale: request.scale,
             jpeg_quality: self.config.jpeg_quality,
             fault_stall_screencast: self.config.fault_stall_screencast,
         })
@@ -138,6 +141,7 @@ impl Registry {
             id: id.clone(),
             start_url: request.url,
             viewport: request.viewport,
+            scale: request.scale,
             tokens,
             links_base: request.links_base,
             max_participants: self.config.max_participants,

@@ -858,6 +858,13 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::Viewport { width, height } => {
+                let viewport = crate::config::Viewport { width, height };
+                if let Err(e) = session.resize(participant, viewport) {
+                    notice("viewport-refused", &e);
+                }
+                continue;
+            }
             ClientMessage::Tab { action, id } => {
                 if let Err(e) = session.tab(participant, action, id) {
                     notice("tab-refused", &e);

@@ -32,9 +32,7 @@ async fn screen_shows(p: &mut Participant, rgb: [u8; 3]) {
     let shows = |f: &support::Frame| {
         f.image.dimensions() == (1280, 720) && close_to(f.pixel(900, 600), rgb, 12)
     };
-    if !shows(&p.resync().await) {
-        p.frame_where(shows).await;
-    }
+    p.screen_where(shows).await;
 }
 
 const BLUE: [u8; 3] = [30, 60, 200];

@@ -982,3 +982,52 @@ async fn a_download_of_the_page_is_saved_from_the_viewer() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_changes_the_page_size_from_the_share_panel() {
+    use support::viewer::until;
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/size")).await;
+    site.report_where(|r| r["type"] == "size").await;
+    let viewer = ViewerBrowser::launch(1300, 1000).await;
+    let page = viewer.open(&server.join_link(&id, &links.owner)).await;
+    let watch = viewer.open(&server.join_link(&id, &links.viewer)).await;
+    assert_eq!(
+        eval(&page, "document.getElementById('page-size').value").await,
+        "1280x720"
+    );
+    // The owner opens Share and picks the phone size, as with the keyboard on a select.
+    eval(&page, "document.getElementById('share').open = true").await;
+    eval(
+        &page,
+        "(() => { const s = document.getElementById('page-size'); s.focus(); return true; })()",
+    )
+    .await;
+    for _ in 0..5 {
+        support::viewer::key(&page, "ArrowDown", "ArrowDown", 40, None).await;
+    }
+    assert_eq!(
+        eval(&page, "document.getElementById('page-size').value").await,
+        "390x844"
+    );
+    let size = site
+        .report_where(|r| r["type"] == "size" && r["w"] == 390)
+        .await;
+    assert_eq!(size["h"], 844, "{size}");
+    // Everyone's screen takes the new size.
+    for p in [&page, &watch] {
+        until(
+            p,
+            "document.getElementById('screen').width === 390 && document.getElementById('screen').height === 844",
+            "cobrowse:paint",
+        )
+        .await;
+    }
+    assert_eq!(
+        eval(&watch, "document.getElementById('page-size').value").await,
+        "390x844"
+    );
+    viewer.close().await;
+    server.stop().await;
+}

@@ -249,7 +249,7 @@ pub(super) struct Driver {
     /// When the recent crashes happened (at most [`MAX_RESTARTS`] kept).
     crashes: std::sync::Mutex<std::collections::VecDeque<Instant>>,
     /// Participants' tab commands.
-    commands: tokio::sync::Mutex<mpsc::Receiver<TabCommand>>,
+    commands: tokio::sync::Mutex<mpsc::Receiver<Command>>,
 }
 
 impl Driver {
@@ -258,7 +258,7 @@ impl Driver {
         idle_timeout: Duration,
         close_grace: Duration,
         frames: watch::Sender<Option<RawFrame>>,
-        commands: mpsc::Receiver<TabCommand>,
+        commands: mpsc::Receiver<Command>,
     ) -> Self {
         Driver {
             handle,
@@ -549,14 +549,16 @@ impl Driver {
         &self,
         browser: &Browser,
         active: &str,
-        command: TabCommand,
+        command: Command,
     ) -> Option<String> {
         match command {
-            TabCommand::Switch(id) => {
+            // Applied by `drive`, which restarts the screencast for the new size.
+            Command::Viewport(_) => None,
+            Command::Switch(id) => {
                 let target = self.handle.state().tabs.target_of(id)?.to_string();
                 (target != active).then_some(target)
             }
-            TabCommand::Close(id) => {
+            Command::Close(id) => {
                 let (target, last) = {
                     let state = self.handle.state();
                     (state.tabs.target_of(id)?.to_string(), state.tabs.len() == 1)
@@ -571,7 +573,7 @@ impl Driver {
                 self.close_tab(browser, &target).await;
                 None
             }
-            TabCommand::New => {
+            Command::New => {
                 if self.handle.state().tabs.len() >= MAX_TABS {
                     self.tell_everyone(
                         "too-many-tabs",
@@ -581,6 +583,36 @@ impl Driver {
                     warn!(error = %e, "a new tab could not be opened");
                 }
                 None
+            }
+        }
+    }
+
+    /// Lays every tab out at the owner's new size and tells everyone. `false` if Chromium did
+    /// not take it.
+    async fn resize(&self, attached: &mut Attached, viewport: Viewport) -> bool {
+        let tabs: Vec<PageHandle> = attached.pages.values().cloned().collect();
+        let resized = attached.browser.set_viewport(viewport, &tabs);
+        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, resized).await {
+            Ok(Ok(())) => {
+                *lock(&self.handle.shared.viewport) = viewport;
+                info!(
+                    width = viewport.width,
+                    height = viewport.height,
+                    "page resized"
+                );
+                self.handle.broadcast(&ServerMessage::Viewport {
+                    width: viewport.width,
+                    height: viewport.height,
+                });
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "the page could not be resized");
+                false
+            }
+            Err(_) => {
+                warn!("resizing the page timed out");
+                false
             }
         }
     }
@@ -1041,10 +1073,21 @@ impl Driver {
                     sync = false;
                 }
                 Some(command) = commands.recv() => {
-                    if let Some(target) = self.tab_command(&attached.browser, &attached.active, command).await {
-                        return Exit::Switch(target);
-                    }
-                    sync = false;
+                    sync = match command {
+                        Command::Viewport(viewport) => {
+                            if self.resize(attached, viewport).await {
+                                // Frames of the new size: the screencast's limits change with it.
+                                screencasting = false;
+                            }
+                            true
+                        }
+                        command => {
+                            if let Some(target) = self.tab_command(&attached.browser, &attached.active, command).await {
+                                return Exit::Switch(target);
+                            }
+                            false
+                        }
+                    };
                 }
                 Some((target, event)) = attached.events.next() => {
                     if target != attached.active {

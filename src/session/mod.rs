@@ -274,12 +274,15 @@ pub struct OpenDialog {
     pub origin: String,
 }
 
-/// What a participant asked of the tabs; carried out by the driver, which owns the browser.
+/// What a participant asked of the browser (tabs, page size); carried out by the driver, which
+/// owns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TabCommand {
+enum Command {
     Switch(u32),
     Close(u32),
     New,
+    /// The owner's new page size.
+    Viewport(Viewport),
 }
 
 /// Downloads a session keeps (the oldest file is deleted beyond).
@@ -367,7 +370,10 @@ struct Shared {
     id: String,
     created: SystemTime,
     start_url: String,
-    viewport: Viewport,
+    /// The page size; the owner may change it (written by the driver once applied).
+    viewport: Mutex<Viewport>,
+    /// Device pixels per CSS pixel of the screen (fixed per session).
+    scale: f64,
     /// Rotated when a participant is removed, so that their link stops working.
     tokens: Mutex<Tokens>,
     /// Bumped when a join link changes; owners' writers send the new links.
@@ -387,7 +393,7 @@ struct Shared {
     encoder: EncodeCache,
     input: mpsc::Sender<Input>,
     /// Tab commands for the driver.
-    tab_commands: mpsc::Sender<TabCommand>,
+    tab_commands: mpsc::Sender<Command>,
     /// JSON events for every participant (serialised once).
     events: broadcast::Sender<Arc<str>>,
     /// Number of connected participants; the driver starts/stops the screencast on it.
@@ -425,6 +431,7 @@ pub struct SessionInfo {
     pub start_url: String,
     pub url: String,
     pub viewport: Viewport,
+    pub scale: f64,
     pub participants: usize,
     /// Everyone connected, in join order.
     pub people: Vec<PresenceEntry>,
@@ -464,6 +471,7 @@ pub struct NewSession {
     pub id: String,
     pub start_url: String,
     pub viewport: Viewport,
+    pub scale: f64,
     pub tokens: Tokens,
     pub links_base: String,
     pub max_participants: usize,
@@ -499,7 +507,8 @@ impl SessionHandle {
             id: new.id,
             created: SystemTime::now(),
             start_url: new.start_url.clone(),
-            viewport: new.viewport,
+            viewport: Mutex::new(new.viewport),
+            scale: new.scale,
             tokens: Mutex::new(new.tokens),
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
@@ -605,7 +614,25 @@ impl SessionHandle {
     }
 
     pub fn viewport(&self) -> Viewport {
-        self.shared.viewport
+        *lock(&self.shared.viewport)
+    }
+
+    /// Device pixels per CSS pixel of the screen.
+    pub fn scale(&self) -> f64 {
+        self.shared.scale
+    }
+
+    /// The owner's new page size; applied by the driver, then everyone is told (`viewport`).
+    pub fn resize(&self, p: &Participant, viewport: Viewport) -> Result<(), String> {
+        if p.role() != Role::Owner {
+            return Err("only the session owner can change the page size".into());
+        }
+        let viewport = viewport.validate()?;
+        info!(session_id = %self.id(), width = viewport.width, height = viewport.height, "page size change asked");
+        self.shared
+            .tab_commands
+            .try_send(Command::Viewport(viewport))
+            .map_err(|_| "the browser is busy; try again".to_string())
     }
 
     pub fn url(&self) -> String {
@@ -630,7 +657,7 @@ impl SessionHandle {
     pub fn geometry(&self) -> FrameGeometry {
         match self.shared.screen.borrow().as_ref() {
             Some(snapshot) => snapshot.geometry,
-            None => FrameGeometry::identity(self.shared.viewport),
+            None => FrameGeometry::identity(self.viewport()),
         }
     }
 
@@ -719,7 +746,8 @@ impl SessionHandle {
             created: self.shared.created,
             start_url: self.shared.start_url.clone(),
             url,
-            viewport: self.shared.viewport,
+            viewport: self.viewport(),
+            scale: self.shared.scale,
             participants,
             people,
             control: self.control(),
@@ -990,14 +1018,14 @@ impl SessionHandle {
     /// the driver; everyone sees the outcome in `tabs`.
     pub fn tab(&self, p: &Participant, action: TabAction, id: Option<u32>) -> Result<(), String> {
         let command = match (action, id) {
-            (TabAction::New, _) => TabCommand::New,
+            (TabAction::New, _) => Command::New,
             (TabAction::Switch | TabAction::Close, None) => {
                 return Err("which tab? (`id` is missing)".into())
             }
-            (TabAction::Switch, Some(id)) => TabCommand::Switch(id),
-            (TabAction::Close, Some(id)) => TabCommand::Close(id),
+            (TabAction::Switch, Some(id)) => Command::Switch(id),
+            (TabAction::Close, Some(id)) => Command::Close(id),
         };
-        if let TabCommand::Switch(id) | TabCommand::Close(id) = command {
+        if let Command::Switch(id) | Command::Close(id) = command {
             if self.state().tabs.target_of(id).is_none() {
                 return Err("that tab is no longer open".into());
             }

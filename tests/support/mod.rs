@@ -507,6 +507,16 @@ impl Participant {
         }
     }
 
+    /// Asks for a whole screen and waits until the screen satisfies `pred` (that one, or a later
+    /// update).
+    pub async fn screen_where(&mut self, pred: impl Fn(&Frame) -> bool) -> Frame {
+        let keyframe = self.resync().await;
+        if pred(&keyframe) {
+            return keyframe;
+        }
+        self.frame_where(pred).await
+    }
+
     pub async fn ack(&mut self, seq: u32) {
         self.send(json!({ "t": "ack", "seq": seq })).await;
     }
@@ -837,6 +847,13 @@ f.addEventListener('change', async () => report({type: 'files', files: await Pro
             }))
             .route("/big.bin", get(|| async {
                 ([(axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"big.bin\"")], vec![7u8; 2 * 1024 * 1024])
+            }))
+            // Reports its size and pixel ratio on load and on every resize, and where clicks land.
+            .route("/size", get(|| async {
+                page(r#"<title>Size</title><body style="margin:0;background:rgb(240,240,240)">
+<script>const size = () => report({type: 'size', w: innerWidth, h: innerHeight, dpr: devicePixelRatio});
+addEventListener('load', size); addEventListener('resize', size);
+addEventListener('mousedown', e => report({type: 'mousedown', x: e.clientX, y: e.clientY}));</script></body>"#)
             }))
             // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
             // the window.

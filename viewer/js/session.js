@@ -209,6 +209,25 @@ function showLinkStats(participants) {
   );
 }
 
+/** Shows the page's size in the owner's size picker (adding it when it is not a preset). */
+function showPageSize(size) {
+  const select = $('page-size');
+  if (!select || !size || !Number.isInteger(size.width) || !Number.isInteger(size.height)) return;
+  const value = `${size.width}x${size.height}`;
+  if (![...select.options].some((o) => o.value === value)) {
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = `${size.width} × ${size.height}`;
+    select.append(option);
+  }
+  select.value = value;
+}
+
+$('page-size')?.addEventListener('change', (e) => {
+  const [width, height] = e.target.value.split('x').map(Number);
+  conn.send({ t: 'viewport', width, height });
+});
+
 function showLinks(links) {
   if (!links) {
     ui.share.hidden = true;
@@ -271,6 +290,7 @@ const handlers = {
   hello(msg) {
     stats.role = msg.role ?? null;
     viewport = msg.viewport ?? null;
+    showPageSize(viewport);
     ui.role.textContent = String(msg.role ?? '—');
     ui.viewOnly.hidden = Boolean(msg.canInput);
     nav.hello(msg);
@@ -335,6 +355,11 @@ const handlers = {
   page(msg) {
     nav.page(msg);
     dispatchEvent(new Event('cobrowse:page'));
+  },
+  viewport(msg) {
+    viewport = { width: msg.width, height: msg.height };
+    showPageSize(viewport);
+    dispatchEvent(new Event('cobrowse:viewport'));
   },
   tabs(msg) {
     tabStrip.update(msg);
