@@ -819,6 +819,24 @@ impl PageHandle {
         Ok(())
     }
 
+    /// Applies `value` to picker `id` (`None`: closed unchanged) in the isolated world that
+    /// reported it. Returns whether the field took it.
+    pub async fn pick(
+        &self,
+        context: ExecutionContextId,
+        id: u32,
+        value: Option<String>,
+    ) -> Result<bool, BrowserError> {
+        // The value goes in as a JSON string literal: never as code.
+        let literal =
+            serde_json::to_string(&value).map_err(|e| BrowserError::Config(e.to_string()))?;
+        let mut params = EvaluateParams::new(format!("__cobrowsePick({id}, {literal})"));
+        params.context_id = Some(context);
+        params.return_by_value = Some(true);
+        let reply = self.page.execute(params).await?;
+        Ok(reply.result.result.value == Some(serde_json::Value::Bool(true)))
+    }
+
     /// Answers the open JavaScript dialog: OK (`accept`) or Cancel; `prompt_text` for a prompt.
     pub async fn answer_dialog(
         &self,

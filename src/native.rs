@@ -25,9 +25,28 @@ pub enum NativeReport {
         options: Vec<SelectOption>,
         rect: [f64; 4],
     },
+    /// A colour, date or time field was clicked: its kind, value and limits, where it is.
+    Picker {
+        id: u32,
+        #[serde(rename = "type")]
+        input_type: String,
+        value: String,
+        #[serde(default)]
+        min: String,
+        #[serde(default)]
+        max: String,
+        #[serde(default)]
+        step: String,
+        rect: [f64; 4],
+    },
     /// Text was copied or cut in the page.
     Copy { text: String },
 }
+
+/// The fields with a picker popup the viewer stands in for.
+pub const PICKER_TYPES: &[&str] = &["color", "date", "time", "datetime-local", "month", "week"];
+/// Characters of a picker's value or limit passed on at most.
+pub const MAX_PICKER_VALUE: usize = 100;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct SelectOption {
@@ -46,6 +65,25 @@ pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
     }
     let mut report: NativeReport = serde_json::from_str(payload).map_err(|e| e.to_string())?;
     match &mut report {
+        NativeReport::Picker {
+            input_type,
+            value,
+            min,
+            max,
+            step,
+            rect,
+            ..
+        } => {
+            if !PICKER_TYPES.contains(&input_type.as_str()) {
+                return Err(format!("no picker for fields of type {}", clip(input_type)));
+            }
+            if !rect.iter().all(|v| v.is_finite()) {
+                return Err("field position is not a number".into());
+            }
+            for text in [value, min, max, step] {
+                *text = text.chars().take(MAX_PICKER_VALUE).collect();
+            }
+        }
         NativeReport::Select {
             options,
             rect,
@@ -138,5 +176,39 @@ mod tests {
                 text: "é".repeat(MAX_COPY)
             }
         );
+    }
+
+    #[test]
+    fn pickers_are_known_kinds_with_bounded_values() {
+        let picker = parse_report(&format!(
+            r#"{{"kind":"picker","id":3,"type":"date","value":"2026-11-24","min":"{}","rect":[1,2,3,4]}}"#,
+            "9".repeat(500)
+        ))
+        .expect("picker");
+        let NativeReport::Picker {
+            id,
+            input_type,
+            value,
+            min,
+            max,
+            ..
+        } = picker
+        else {
+            panic!("not a picker");
+        };
+        assert_eq!(
+            (id, input_type.as_str(), value.as_str()),
+            (3, "date", "2026-11-24")
+        );
+        assert_eq!(min.chars().count(), MAX_PICKER_VALUE);
+        assert_eq!(max, "");
+        assert!(parse_report(
+            r#"{"kind":"picker","id":1,"type":"file","value":"","rect":[0,0,1,1]}"#
+        )
+        .is_err());
+        assert!(parse_report(
+            r#"{"kind":"picker","id":1,"type":"color","value":"","rect":[0,0,1e999,1]}"#
+        )
+        .is_err());
     }
 }

@@ -233,6 +233,18 @@ pub enum ServerMessage<'a> {
     Downloads {
         downloads: &'a [crate::session::DownloadInfo],
     },
+    /// A colour, date or time field this participant clicked (sent to them alone): its `type`,
+    /// value and limits as the field has them, and where it is on the screen. Answer with `pick`.
+    Picker {
+        id: u32,
+        #[serde(rename = "type")]
+        input_type: &'a str,
+        value: &'a str,
+        min: &'a str,
+        max: &'a str,
+        step: &'a str,
+        rect: [f64; 4],
+    },
     /// Text copied (or cut) in the page by this participant, for their own clipboard (sent to
     /// them alone).
     Clipboard {
@@ -387,6 +399,13 @@ pub enum ClientMessage {
         id: u32,
         #[serde(default)]
         index: Option<u32>,
+    },
+    /// The value for picker `id` (as the field's type writes it: `#rrggbb`, `2026-11-24`,
+    /// `09:30`…), or none (`null`) to close it.
+    Pick {
+        id: u32,
+        #[serde(default)]
+        value: Option<String>,
     },
     /// Answers JavaScript dialog `id`: OK (`accept`) or Cancel, with `text` for a prompt.
     Dialog {

@@ -871,6 +871,12 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::Pick { id, value } => {
+                if let Err(e) = session.pick(participant, id, value).await {
+                    notice("pick-refused", &e);
+                }
+                continue;
+            }
             ClientMessage::Choose { id, index } => {
                 if let Err(e) = session.choose(participant, id, index).await {
                     notice("choose-refused", &e);

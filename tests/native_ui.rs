@@ -265,3 +265,74 @@ async fn a_download_of_the_page_is_offered_to_participants_within_the_limit() {
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_date_and_time_fields_are_picked_by_the_participant_who_clicked() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/pickers")).await;
+    let mut driver = server.join(&id, &links.controller).await;
+    site.report_where(|r| r["page"] == "/pickers").await;
+
+    // Colour: the page's value, the pick applied with input and change.
+    driver.click(50.0, 20.0).await;
+    let picker = driver.json_where("picker", |v| v["type"] == "color").await;
+    assert_eq!(picker["value"], "#000000", "{picker}");
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": "#ff8800"}))
+        .await;
+    let input = site.report_of("input").await;
+    assert_eq!(
+        (input["field"].clone(), input["value"].clone()),
+        (json!("c"), json!("#ff8800"))
+    );
+    assert_eq!(site.report_of("change").await["value"], "#ff8800");
+
+    // Date, with the field's limits; a malformed value is refused and changes nothing.
+    driver.click(220.0, 20.0).await;
+    let picker = driver.json_where("picker", |v| v["type"] == "date").await;
+    assert_eq!(
+        (picker["min"].clone(), picker["max"].clone()),
+        (json!("2020-01-01"), json!("2030-12-31"))
+    );
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": "24/11/2026"}))
+        .await;
+    driver
+        .json_where("notice", |v| v["code"] == "pick-refused")
+        .await;
+    driver.click(220.0, 20.0).await;
+    let picker = driver.json_where("picker", |v| v["type"] == "date").await;
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": "2026-11-24"}))
+        .await;
+    let change = site
+        .report_where(|r| r["type"] == "change" && r["field"] == "d")
+        .await;
+    assert_eq!(change["value"], "2026-11-24");
+
+    // Time; closing a picker without a value changes nothing.
+    driver.click(380.0, 20.0).await;
+    let picker = driver.json_where("picker", |v| v["type"] == "time").await;
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": null}))
+        .await;
+    driver.click(380.0, 20.0).await;
+    let picker = driver.json_where("picker", |v| v["type"] == "time").await;
+    assert_eq!(picker["value"], "", "still empty: {picker}");
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": "09:30"}))
+        .await;
+    let change = site
+        .report_where(|r| r["type"] == "change" && r["field"] == "t")
+        .await;
+    assert_eq!(change["value"], "09:30");
+    // A picker already answered takes nothing more.
+    driver
+        .send(json!({"t": "pick", "id": picker["id"], "value": "10:00"}))
+        .await;
+    driver
+        .json_where("notice", |v| v["code"] == "pick-refused")
+        .await;
+    server.stop().await;
+}

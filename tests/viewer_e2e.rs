@@ -1031,3 +1031,81 @@ async fn the_owner_changes_the_page_size_from_the_share_panel() {
     viewer.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_paste_box_sends_text_into_the_pages_focused_field() {
+    use support::viewer::{click_element, type_text, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/type")).await;
+    site.report_where(|r| r["page"] == "/type").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
+    let watch = viewer.open(&server.join_link(&id, &links.viewer)).await;
+    // Only those who may act have it.
+    assert_eq!(
+        eval(&watch, "document.getElementById('paste-open').hidden").await,
+        true
+    );
+    let field = aim(&page, 100.0, 100.0).await;
+    click(&page, field.client, MouseButton::Left, 1).await;
+    click_element(&page, "paste-open").await;
+    until(
+        &page,
+        "!document.getElementById('paste-box').hidden",
+        "cobrowse:paint",
+    )
+    .await;
+    // What a phone's long press → Paste puts there, typed here.
+    assert_eq!(eval(&page, "document.activeElement.id").await, "paste-text");
+    type_text(&page, "hello from a phone").await;
+    click_element(&page, "paste-send").await;
+    let input = site
+        .report_where(|r| r["type"] == "input" && r["value"] == "hello from a phone")
+        .await;
+    assert_eq!(input["value"], "hello from a phone");
+    until(
+        &page,
+        "document.getElementById('paste-box').hidden",
+        "cobrowse:pasted",
+    )
+    .await;
+    viewer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colour_field_is_picked_with_the_viewers_own_picker() {
+    use support::viewer::{click_element, until};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/pickers")).await;
+    site.report_where(|r| r["page"] == "/pickers").await;
+    let viewer = ViewerBrowser::launch(1300, 900).await;
+    let page = viewer.open(&server.join_link(&id, &links.controller)).await;
+    let field = aim(&page, 50.0, 20.0).await;
+    click(&page, field.client, MouseButton::Left, 1).await;
+    until(
+        &page,
+        "!document.getElementById('picker-box').hidden",
+        "cobrowse:picker",
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "document.getElementById('picker-input').type").await,
+        "color"
+    );
+    assert_eq!(
+        eval(&page, "document.getElementById('picker-input').value").await,
+        "#000000"
+    );
+    // What the person chooses in their browser's colour picker.
+    eval(&page, "(() => { const i = document.getElementById('picker-input'); i.value = '#3366cc'; i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()").await;
+    click_element(&page, "picker-ok").await;
+    let change = site
+        .report_where(|r| r["type"] == "change" && r["field"] == "c")
+        .await;
+    assert_eq!(change["value"], "#3366cc");
+    viewer.close().await;
+    server.stop().await;
+}

@@ -61,6 +61,52 @@
     if (opens) openSelect(select, e);
   }, true);
 
+  // Colour, date and time fields: their pickers are popups nobody would see either. A click on
+  // one (typing into a date or time field still works as in any field) asks the participant who
+  // clicked with the same kind of field in their own browser, which has a real picker.
+  const PICKERS = new Set(['color', 'date', 'time', 'datetime-local', 'month', 'week']);
+  const MAX_VALUE = 100;
+  const isPicker = (el) =>
+    el instanceof HTMLInputElement && PICKERS.has(el.type) && !el.disabled && !el.readOnly;
+  addEventListener('click', (e) => {
+    const input = e.button === 0 && isPicker(e.target) ? e.target : null;
+    if (!input) return;
+    e.preventDefault();
+    seq += 1;
+    open = { id: seq, input };
+    const r = input.getBoundingClientRect();
+    send({
+      kind: 'picker',
+      id: seq,
+      type: input.type,
+      value: input.value.slice(0, MAX_VALUE),
+      min: input.min.slice(0, MAX_VALUE),
+      max: input.max.slice(0, MAX_VALUE),
+      step: input.step.slice(0, MAX_VALUE),
+      rect: [r.left, r.top, r.width, r.height],
+    });
+  }, true);
+
+  // The value picked for picker `id`, or null to close it unchanged. The field takes it as
+  // its own sanitising allows (a malformed value is refused, the old one kept).
+  globalThis.__cobrowsePick = (id, value) => {
+    if (!open || open.id !== id || !open.input) return false;
+    const { input } = open;
+    open = null;
+    if (value === null) return true;
+    const before = input.value;
+    input.value = String(value);
+    if (input.value !== String(value)) {
+      input.value = before;
+      return false;
+    }
+    if (before !== input.value) {
+      input.dispatchEvent(new Event('input', { bubbles: true, composed: true }));
+      input.dispatchEvent(new Event('change', { bubbles: true }));
+    }
+    return true;
+  };
+
   // Copy and cut: the text copied goes to the participant who pressed the keys, for their own
   // clipboard. Never from a password field (browsers do not copy those either).
   const MAX_COPY = 100000;
@@ -81,7 +127,7 @@
   // The choice for popup `id`: option `index`, or -1 to close it unchanged. Fires `input` and
   // `change` as a local browser does when the choice changes the value.
   globalThis.__cobrowseChoose = (id, index) => {
-    if (!open || open.id !== id) return false;
+    if (!open || open.id !== id || !open.select) return false;
     const { select } = open;
     open = null;
     if (index < 0 || index >= select.options.length || select.options[index].disabled) return false;

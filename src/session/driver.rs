@@ -957,7 +957,7 @@ impl Driver {
                     self.handle.copied(&text);
                 }
                 Ok(report) => {
-                    if !self.handle.select_opened(report, *context) {
+                    if !self.handle.popup_opened(report, *context) {
                         debug!("a list opened in the page with nobody to show it to");
                     }
                 }

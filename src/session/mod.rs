@@ -327,6 +327,8 @@ struct OpenSelect {
     context: crate::browser::ExecutionContextId,
     /// The participant it is shown to.
     opener: String,
+    /// A colour/date/time picker rather than a `<select>`.
+    picker: bool,
 }
 
 struct State {
@@ -1124,29 +1126,62 @@ impl SessionHandle {
         }
     }
 
-    /// A `<select>` popup opened in the page: shown to whoever last pressed something. Returns
-    /// whether someone was there to show it to.
-    fn select_opened(
+    /// A `<select>` popup, or a colour/date/time picker, opened in the page: shown to whoever
+    /// last pressed something. Returns whether someone was there to show it to.
+    fn popup_opened(
         &self,
         report: crate::native::NativeReport,
         context: crate::browser::ExecutionContextId,
     ) -> bool {
-        let crate::native::NativeReport::Select {
-            id,
-            selected,
-            options,
-            rect,
-        } = report
-        else {
-            return false;
-        };
+        use crate::native::NativeReport;
         // Viewport CSS pixels → pixels of the screen the viewer paints.
         let g = self.geometry();
         let (sx, sy) = (
             g.image_width / g.css_width.max(1.0),
             g.image_height / g.css_height.max(1.0),
         );
-        let rect = [rect[0] * sx, rect[1] * sy, rect[2] * sx, rect[3] * sy];
+        let on_screen = |r: [f64; 4]| [r[0] * sx, r[1] * sy, r[2] * sx, r[3] * sy];
+        let (id, picker, json) = match &report {
+            NativeReport::Select {
+                id,
+                selected,
+                options,
+                rect,
+            } => (
+                *id,
+                false,
+                ServerMessage::Select {
+                    id: *id,
+                    selected: *selected,
+                    options,
+                    rect: on_screen(*rect),
+                }
+                .to_json(),
+            ),
+            NativeReport::Picker {
+                id,
+                input_type,
+                value,
+                min,
+                max,
+                step,
+                rect,
+            } => (
+                *id,
+                true,
+                ServerMessage::Picker {
+                    id: *id,
+                    input_type,
+                    value,
+                    min,
+                    max,
+                    step,
+                    rect: on_screen(*rect),
+                }
+                .to_json(),
+            ),
+            NativeReport::Copy { .. } => return false,
+        };
         let mut state = self.state();
         let Some(opener) = state.last_actor.clone() else {
             return false;
@@ -1154,13 +1189,6 @@ impl SessionHandle {
         let Some(member) = state.participants.get(&opener) else {
             return false;
         };
-        let json = ServerMessage::Select {
-            id,
-            selected,
-            options: &options,
-            rect,
-        }
-        .to_json();
         if member.direct.try_send(Arc::from(json)).is_err() {
             return false;
         }
@@ -1168,6 +1196,7 @@ impl SessionHandle {
             id,
             context,
             opener,
+            picker,
         });
         true
     }
@@ -1392,28 +1421,68 @@ impl SessionHandle {
     /// `p`'s choice in popup `id`: option `index`, or `None` to close it unchanged. The caller
     /// checked that `p` may act.
     pub async fn choose(&self, p: &Participant, id: u32, index: Option<u32>) -> Result<(), String> {
-        let open = {
-            let mut state = self.state();
-            match state.select.take() {
-                Some(s) if s.id == id && s.opener == p.id() => s,
-                other => {
-                    state.select = other;
-                    return Err("that list is no longer open".into());
-                }
-            }
-        };
+        let open = self.take_popup(p, id, false)?;
         let index = index.map_or(-1, i64::from);
         let page = self.page();
         let choose = page.choose(open.context, id, index);
-        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, choose).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(if index < 0 {
-                "the list was closed".into()
+        self.popup_answer(
+            choose,
+            if index < 0 {
+                "the list was closed"
             } else {
-                "the page did not take that choice".into()
-            }),
+                "the page did not take that choice"
+            },
+        )
+        .await
+    }
+
+    /// `p`'s value for picker `id` (as the field's type writes it), or `None` to close it
+    /// unchanged. The caller checked that `p` may act.
+    pub async fn pick(
+        &self,
+        p: &Participant,
+        id: u32,
+        value: Option<String>,
+    ) -> Result<(), String> {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > crate::native::MAX_PICKER_VALUE)
+        {
+            return Err("that value is too long".into());
+        }
+        let open = self.take_popup(p, id, true)?;
+        let page = self.page();
+        let pick = page.pick(open.context, id, value);
+        self.popup_answer(pick, "the field did not take that value")
+            .await
+    }
+
+    /// Takes popup `id` if it is open, of that kind, and `p`'s.
+    fn take_popup(&self, p: &Participant, id: u32, picker: bool) -> Result<OpenSelect, String> {
+        let mut state = self.state();
+        match state.select.take() {
+            Some(s) if s.id == id && s.opener == p.id() && s.picker == picker => Ok(s),
+            other => {
+                state.select = other;
+                Err(if picker {
+                    "that picker is no longer open".into()
+                } else {
+                    "that list is no longer open".into()
+                })
+            }
+        }
+    }
+
+    async fn popup_answer(
+        &self,
+        answer: impl std::future::Future<Output = Result<bool, crate::browser::BrowserError>>,
+        refused: &str,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, answer).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(refused.into()),
             Ok(Err(e)) => {
-                debug!(error = %e, "select choice failed");
+                debug!(error = %e, "popup answer failed");
                 Err("the page is gone".into())
             }
             Err(_) => Err("the page did not answer in time".into()),

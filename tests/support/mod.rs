@@ -855,6 +855,15 @@ f.addEventListener('change', async () => report({type: 'files', files: await Pro
 addEventListener('load', size); addEventListener('resize', size);
 addEventListener('mousedown', e => report({type: 'mousedown', x: e.clientX, y: e.clientY}));</script></body>"#)
             }))
+            // A colour field (0..100, 0..40), a date field (120..320, 0..40) and a time field
+            // (340..540, 0..40); each reports its input and change events with the value.
+            .route("/pickers", get(|| async {
+                page(r##"<title>Pickers</title><body style="margin:0;background:#fff">
+<input id=c type=color value="#000000" style="position:absolute;left:0;top:0;width:100px;height:40px">
+<input id=d type=date min="2020-01-01" max="2030-12-31" style="position:absolute;left:120px;top:0;width:200px;height:40px">
+<input id=t type=time style="position:absolute;left:340px;top:0;width:200px;height:40px">
+<script>for (const el of document.querySelectorAll('input')) for (const type of ['input', 'change', 'keydown', 'focus']) el.addEventListener(type, () => report({type, field: el.id, value: el.value}));</script></body>"##)
+            }))
             // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
             // the window.
             .route("/popup-child", get(|| async {

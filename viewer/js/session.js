@@ -12,6 +12,8 @@ import { NavBar } from './navbar.js';
 import { TabStrip } from './tabs.js';
 import { FileAsk } from './files.js';
 import { Downloads } from './downloads.js';
+import { PasteBox } from './paste.js';
+import { PickerBox } from './picker.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
 
@@ -149,6 +151,28 @@ const fileAsk = new FileAsk(
     cancel: $('file-cancel'),
   },
   join,
+  stats,
+);
+const pickerBox = new PickerBox(
+  {
+    box: $('picker-box'),
+    label: $('picker-label'),
+    input: $('picker-input'),
+    ok: $('picker-ok'),
+    cancel: $('picker-cancel'),
+  },
+  (msg) => conn.send(msg),
+  stats,
+);
+const pasteBox = new PasteBox(
+  {
+    open: $('paste-open'),
+    box: $('paste-box'),
+    text: $('paste-text'),
+    send: $('paste-send'),
+    cancel: $('paste-cancel'),
+  },
+  (msg) => conn.send(msg),
   stats,
 );
 const downloads = new Downloads(
@@ -295,6 +319,7 @@ const handlers = {
     ui.viewOnly.hidden = Boolean(msg.canInput);
     nav.hello(msg);
     tabStrip.hello(msg);
+    pasteBox.hello(msg);
     dialogs.hello(msg);
     showLinks(msg.links);
     people.hello(msg);
@@ -372,6 +397,10 @@ const handlers = {
   fileChooser(msg) {
     fileAsk.ask(msg);
     dispatchEvent(new Event('cobrowse:filechooser'));
+  },
+  picker(msg) {
+    pickerBox.show(msg);
+    dispatchEvent(new Event('cobrowse:picker'));
   },
   select(msg) {
     selectPopup.show(msg);
