@@ -657,25 +657,11 @@ impl Driver {
                 let dialog = self.new_dialog(kind, &message, &default_prompt, &url);
                 info!(id = dialog.id, kind = ?dialog.kind, "a page in another tab opened a dialog");
                 attached.dialogs.insert(target.to_string(), dialog);
-                if self
-                    .handle
-                    .state()
-                    .tabs
-                    .update(target, None, None, Some(true))
-                {
-                    self.handle.broadcast_tabs();
-                }
+                self.mark_dialog_of(target, true);
             }
             PageEvent::DialogClosed { .. } => {
                 attached.dialogs.remove(target);
-                if self
-                    .handle
-                    .state()
-                    .tabs
-                    .update(target, None, None, Some(false))
-                {
-                    self.handle.broadcast_tabs();
-                }
+                self.mark_dialog_of(target, false);
             }
             PageEvent::Crashed => {
                 let url = self
@@ -862,13 +848,19 @@ impl Driver {
 
     /// Marks the active tab as waiting on a dialog, or not.
     fn mark_dialog(&self, open: bool) {
-        let changed = {
-            let mut state = self.handle.state();
-            match state.tabs.active().map(str::to_string) {
-                Some(active) => state.tabs.update(&active, None, None, Some(open)),
-                None => false,
-            }
-        };
+        let active = self.handle.state().tabs.active().map(str::to_string);
+        if let Some(active) = active {
+            self.mark_dialog_of(&active, open);
+        }
+    }
+
+    /// Marks tab `target` as waiting on a dialog, or not; everyone sees it in the strip.
+    fn mark_dialog_of(&self, target: &str, open: bool) {
+        let changed = self
+            .handle
+            .state()
+            .tabs
+            .update(target, None, None, Some(open));
         if changed {
             self.handle.broadcast_tabs();
         }
