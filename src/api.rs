@@ -220,6 +220,9 @@ fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
             )))
         }
     };
+    let viewport = viewport
+        .validate_scaled(scale)
+        .map_err(AppError::BadRequest)?;
     Ok(CreateOptions {
         url,
         viewport,

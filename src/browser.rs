@@ -24,13 +24,14 @@ use chromiumoxide::cdp::browser_protocol::input::{
 use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, BringToFrontParams, CaptureScreenshotFormat,
-    CaptureScreenshotParams, DialogType, EventFileChooserOpened, EventFrameNavigated,
-    EventFrameStartedLoading, EventFrameStoppedLoading, EventJavascriptDialogClosed,
-    EventJavascriptDialogOpening, EventNavigatedWithinDocument, EventScreencastFrame,
-    FileChooserOpenedMode, GetLayoutMetricsParams, GetNavigationHistoryParams,
-    HandleJavaScriptDialogParams, NavigateParams, NavigateToHistoryEntryParams, ReloadParams,
-    ScreencastFrameAckParams, SetInterceptFileChooserDialogParams, StartScreencastFormat,
-    StartScreencastParams, StopScreencastParams,
+    CaptureScreenshotParams, CreateIsolatedWorldParams, DialogType, EventFileChooserOpened,
+    EventFrameNavigated, EventFrameStartedLoading, EventFrameStoppedLoading,
+    EventJavascriptDialogClosed, EventJavascriptDialogOpening, EventNavigatedWithinDocument,
+    EventScreencastFrame, FileChooserOpenedMode, GetLayoutMetricsParams,
+    GetNavigationHistoryParams, HandleJavaScriptDialogParams, NavigateParams,
+    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams,
+    SetInterceptFileChooserDialogParams, StartScreencastFormat, StartScreencastParams,
+    StopScreencastParams,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, EventAttachedToTarget, EventTargetDestroyed,
@@ -136,6 +137,11 @@ pub enum PageEvent {
         context: ExecutionContextId,
         payload: String,
     },
+}
+
+/// Whether a target is a tab: a page, not a prerender (`subtype`) or another kind of target.
+fn is_tab(info: &chromiumoxide::cdp::browser_protocol::target::TargetInfo) -> bool {
+    info.r#type == "page" && info.subtype.is_none()
 }
 
 /// A tab of the browser opened, closed or changed (browser-wide target events; see
@@ -296,16 +302,25 @@ impl Browser {
         self.page().navigate(url);
     }
 
-    /// Lays every tab in `tabs` out at a new size (the owner resized the page); new tabs and a
-    /// restarted browser get it too. The screencast must be restarted for its frame size.
+    /// Lays the active tab, then the others in `tabs`, out at a new size (the owner resized the
+    /// page); new tabs and a restarted browser get it too. Fails only if the active tab did not
+    /// take it. The screencast must be restarted for its frame size.
     pub async fn set_viewport(
         &mut self,
         viewport: Viewport,
         tabs: &[PageHandle],
     ) -> Result<(), BrowserError> {
+        size_page(&self.page, viewport, self.options.scale).await?;
         self.options.viewport = viewport;
-        for tab in tabs {
-            size_page(&tab.page, viewport, self.options.scale).await?;
+        for tab in tabs
+            .iter()
+            .filter(|t| t.page.target_id() != self.page.target_id())
+        {
+            // A background tab that does not take it now (closing, held by a dialog) keeps its
+            // size; the screen shows the active one.
+            if let Err(e) = size_page(&tab.page, viewport, self.options.scale).await {
+                debug!(error = %e, "a background tab was not resized");
+            }
         }
         Ok(())
     }
@@ -328,7 +343,7 @@ impl Browser {
             .await?
             .filter_map(|e| async move {
                 let info = &e.target_info;
-                (info.r#type == "page").then(|| TabEvent::Opened {
+                is_tab(info).then(|| TabEvent::Opened {
                     target: info.target_id.inner().clone(),
                     opener: info.opener_id.as_ref().map(|o| o.inner().clone()),
                     url: info.url.clone(),
@@ -347,7 +362,7 @@ impl Browser {
             .await?
             .filter_map(|e| async move {
                 let info = &e.target_info;
-                (info.r#type == "page").then(|| TabEvent::Changed {
+                is_tab(info).then(|| TabEvent::Changed {
                     target: info.target_id.inner().clone(),
                     url: info.url.clone(),
                     title: info.title.clone(),
@@ -415,9 +430,21 @@ impl Browser {
             .get_page(TargetId::from(target.to_string()))
             .await?;
         prepare_page(&page, self.options.viewport, self.options.scale).await?;
-        // A popup can be held before its first navigation until a debugger lets it run (the
-        // opener's auto-attach asks for that): let it go now that it is ready, so its first
-        // document already gets the page script. Harmless for a tab that was not held.
+        // A popup's first document may have started before the page script was registered
+        // (chromiumoxide lets a held popup run as soon as its opener sees it): install the
+        // script in the current document too. It installs itself once per world.
+        if let Some(frame) = page.mainframe().await? {
+            let world = CreateIsolatedWorldParams::builder()
+                .frame_id(frame)
+                .world_name(NATIVE_WORLD)
+                .build()
+                .map_err(BrowserError::Config)?;
+            let world = page.execute(world).await?;
+            let mut script = EvaluateParams::new(NATIVE_JS);
+            script.context_id = Some(world.result.execution_context_id);
+            page.execute(script).await?;
+        }
+        // Harmless for a tab that is not held.
         page.execute(RunIfWaitingForDebuggerParams::default())
             .await?;
         Ok(self.handle_of(&page))

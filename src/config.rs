@@ -64,6 +64,21 @@ pub struct Viewport {
 }
 
 impl Viewport {
+    /// Checks that the viewport at `scale` device pixels per CSS pixel fits a screen
+    /// ([`crate::screen::MAX_SIDE`] pixels a side).
+    pub fn validate_scaled(self, scale: f64) -> Result<Self, String> {
+        let max = f64::from(crate::screen::MAX_SIDE);
+        if f64::from(self.width) * scale > max || f64::from(self.height) * scale > max {
+            return Err(format!(
+                "viewport {}x{} at scale {scale} is larger than {} pixels a side",
+                self.width,
+                self.height,
+                crate::screen::MAX_SIDE
+            ));
+        }
+        Ok(self)
+    }
+
     /// Checks the viewport against [`MIN_VIEWPORT`] and [`MAX_VIEWPORT`].
     pub fn validate(self) -> Result<Self, String> {
         let ok = (MIN_VIEWPORT.width..=MAX_VIEWPORT.width).contains(&self.width)

@@ -14,18 +14,20 @@ use crate::api::{AppError, AppState};
 
 /// Most files one pick may carry.
 pub const MAX_FILES: usize = 100;
-/// Longest file name kept, in characters.
-const MAX_NAME_CHARS: usize = 200;
+/// Longest file name kept, in bytes (file systems allow 255).
+const MAX_NAME_BYTES: usize = 200;
 
 /// A file name as the page will see it: the last path component of what the participant's
 /// browser sent, without control characters, never empty, `.` or `..`.
 pub fn clean_name(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME_CHARS)
-        .collect();
+    let mut cleaned = String::new();
+    for c in base.chars().filter(|c| !c.is_control()) {
+        if cleaned.len() + c.len_utf8() > MAX_NAME_BYTES {
+            break;
+        }
+        cleaned.push(c);
+    }
     let cleaned = cleaned.trim().to_string();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         "file".to_string()
@@ -44,7 +46,13 @@ pub async fn upload(
     mut multipart: Multipart,
 ) -> Response {
     let session = match crate::ws::authorize_request(&app, &id, &headers) {
-        Ok((session, role)) if role.can_input() => session,
+        Ok((session, role)) if role.can_input() => {
+            // Before reading the body: nothing is read for a field that does not wait.
+            if let Err(e) = session.chooser_waiting(chooser, role) {
+                return e.into_response();
+            }
+            session
+        }
         Ok(_) => return AppError::Forbidden("this link may only watch".into()).into_response(),
         Err(e) => return e.into_response(),
     };
@@ -192,7 +200,11 @@ mod tests {
         assert_eq!(clean_name(".."), "file");
         assert_eq!(clean_name("dir/"), "file");
         assert_eq!(clean_name("   "), "file");
-        assert_eq!(clean_name(&"x".repeat(500)).chars().count(), 200);
+        assert_eq!(clean_name(&"x".repeat(500)).len(), 200);
+        // Cut by bytes, on a character boundary: a long name in another script still fits.
+        let cjk = clean_name(&"漢".repeat(300));
+        assert_eq!(cjk.len(), 198);
+        assert!(cjk.chars().all(|c| c == '漢'));
         assert_eq!(clean_name("résumé – 2026.docx"), "résumé – 2026.docx");
     }
 

@@ -843,6 +843,14 @@ async fn read_loop(
                 }
                 continue;
             }
+            // The owner's, whoever holds control (checked in `resize`).
+            ClientMessage::Viewport { width, height } => {
+                let viewport = crate::config::Viewport { width, height };
+                if let Err(e) = session.resize(participant, viewport) {
+                    notice("viewport-refused", &e);
+                }
+                continue;
+            }
             _ if !input_allowed(session.may_act(participant), &mut told_refusal, &notice) => {
                 continue
             }
@@ -855,13 +863,6 @@ async fn read_loop(
             ClientMessage::History { action } => {
                 if let Err(e) = session.history(participant, action).await {
                     notice("history-refused", &e);
-                }
-                continue;
-            }
-            ClientMessage::Viewport { width, height } => {
-                let viewport = crate::config::Viewport { width, height };
-                if let Err(e) = session.resize(participant, viewport) {
-                    notice("viewport-refused", &e);
                 }
                 continue;
             }

@@ -138,6 +138,12 @@ async fn a_file_field_gets_the_files_the_participant_uploads() {
         .upload(&path, "not-a-token", &[("a.txt", b"x")])
         .await;
     assert_eq!(status, 401);
+    // The field was offered to a controller: an owner's link cannot answer it.
+    let (status, body) = server
+        .http
+        .upload(&path, &links.owner, &[("a.txt", b"x")])
+        .await;
+    assert_eq!(status, 403, "{body}");
     // Over the server's limit: refused, and the field still waits.
     let big = vec![b'z'; 5000];
     let (status, body) = server

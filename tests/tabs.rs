@@ -72,6 +72,13 @@ async fn popups_and_new_tabs_become_tabs_participants_switch_and_close() {
         .await;
     }
     screen_shows(&mut driver, RED).await;
+    // Its first document has cobrowse's page script too: a select opens for the one who clicked.
+    driver.click(100.0, 170.0).await;
+    let list = driver.json_where("select", |_| true).await;
+    driver
+        .send(json!({"t": "choose", "id": list["id"], "index": 1}))
+        .await;
+    assert_eq!(site.report_of("country").await["value"], "Norway");
     // It is clicked like any page; it hands the token to its opener and closes itself.
     driver.click(100.0, 50.0).await;
     let message = site.report_where(|r| r["type"] == "message").await;
@@ -179,18 +186,34 @@ async fn popups_and_new_tabs_become_tabs_participants_switch_and_close() {
     let answered = site.report_where(|r| r["type"] == "confirm").await;
     assert_eq!(answered["value"], true);
 
-    // Closing every tab leaves a blank one, and the session goes on in it.
-    let now = tabs_where(&mut driver, |t, _| t.len() == 3).await;
-    for tab in tab_ids(&now) {
-        driver
-            .send(json!({"t": "tab", "action": "close", "id": tab}))
-            .await;
-    }
-    let blank = tabs_where(&mut driver, |t, _| {
-        t.len() == 1 && t[0]["url"] == "about:blank"
-    })
-    .await;
-    assert!(!tab_ids(&now).contains(&tab_ids(&blank)[0]), "{blank}");
+    // Closing every tab leaves a blank one, and the session goes on in it. (A popup of the
+    // storm that opened late is closed too.)
+    let mut asked = std::collections::HashSet::new();
+    let is_blank = |tab: &Value| tab["url"] == "about:blank" || tab["url"] == "";
+    let blank = loop {
+        let tabs = tabs_where(&mut driver, |_, _| true).await;
+        let open = tabs["tabs"].as_array().expect("tabs").clone();
+        if asked.is_empty() {
+            for tab in &open {
+                asked.insert(tab["id"].clone());
+                driver
+                    .send(json!({"t": "tab", "action": "close", "id": tab["id"]}))
+                    .await;
+            }
+            continue;
+        }
+        if open.len() == 1 && is_blank(&open[0]) && !asked.contains(&open[0]["id"]) {
+            break tabs;
+        }
+        for tab in open {
+            if !is_blank(&tab) && asked.insert(tab["id"].clone()) {
+                driver
+                    .send(json!({"t": "tab", "action": "close", "id": tab["id"]}))
+                    .await;
+            }
+        }
+    };
+    assert_eq!(blank["active"], blank["tabs"][0]["id"], "{blank}");
     driver
         .send(json!({"t": "navigate", "url": site.url("/nav/1")}))
         .await;

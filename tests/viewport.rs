@@ -15,6 +15,16 @@ async fn the_owner_resizes_the_page_and_a_scale_factor_sharpens_it() {
             json!({"url": site.url("/size"), "width": 1000, "height": 700, "deviceScaleFactor": 2}),
         )
         .await;
+    // A size whose scaled screen would exceed 8192 pixels a side is refused.
+    let (status, body) = server
+        .http
+        .request(
+            "POST",
+            "/api/sessions",
+            Some(json!({"url": site.url("/size"), "width": 3840, "height": 700, "deviceScaleFactor": 3})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     let mut owner = server.join(&id, &links.owner).await;
     let mut guest = server.join(&id, &links.controller).await;
     let size = site.report_where(|r| r["type"] == "size").await;

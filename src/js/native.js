@@ -3,6 +3,8 @@
 // opening one is intercepted here and described to the server through the `cobrowseNative`
 // binding; the participant's choice comes back through `__cobrowseChoose`.
 (() => {
+  // Installed once per world: a popup's first document can get it twice (see Browser::adopt).
+  if (globalThis.__cobrowseChoose) return;
   const MAX_OPTIONS = 1000;
   const MAX_LABEL = 200;
   let seq = 0;

@@ -203,6 +203,11 @@ pub(super) struct Attached {
     wiring: Option<Wiring>,
     /// The input queue while no tab is wired (the next switch takes it).
     parked: Option<mpsc::Receiver<Input>>,
+    /// When the session ends for lack of participants (`None` while someone is connected);
+    /// kept across tab switches.
+    idle_deadline: Option<Instant>,
+    /// The participant count the deadline was set for.
+    last_count: Option<usize>,
 }
 
 impl Attached {
@@ -328,6 +333,8 @@ impl Driver {
             active: target,
             wiring: Some(wiring),
             parked: None,
+            idle_deadline: Some(Instant::now() + self.idle_timeout),
+            last_count: None,
         })
     }
 
@@ -379,9 +386,19 @@ impl Driver {
             Ok(wiring) => attached.wiring = Some(wiring),
             Err((e, inputs)) => {
                 // Closed meanwhile (participants closing tabs fast): its close event comes next
-                // and names the tab to show instead. A dead browser is noticed by the driver.
-                debug!(error = %e, "the tab to show is gone; waiting for the next one");
-                attached.parked = Some(inputs);
+                // and names the tab to show instead. Until then the previous tab stays wired if
+                // it is still open; else input waits (a dead browser is noticed by the driver).
+                debug!(error = %e, "the tab to show is gone; staying on the previous one");
+                match attached.pages.get(&attached.active).cloned() {
+                    Some(previous) if previous.target() != target => {
+                        attached.browser.set_active(&previous);
+                        match self.wire(&attached.browser, inputs).await {
+                            Ok(wiring) => attached.wiring = Some(wiring),
+                            Err((_, inputs)) => attached.parked = Some(inputs),
+                        }
+                    }
+                    _ => attached.parked = Some(inputs),
+                }
                 return true;
             }
         }
@@ -485,15 +502,20 @@ impl Driver {
                 if empty {
                     // A session always has a tab: the last one closed leaves a blank one (it
                     // becomes active when Chromium reports it open).
-                    if let Err(e) = attached.browser.open_tab().await {
-                        warn!(error = %e, "no blank tab could be opened after the last one closed");
+                    if !self.open_tab(&attached.browser).await {
+                        warn!("no blank tab could be opened after the last one closed");
                     }
                 }
                 next
             }
             TabEvent::DownloadStarted { guid, url, name } => {
                 debug!(%url, "download started");
-                self.handle.download_started(&guid, &name);
+                if self.handle.download_started(&guid, &name) {
+                    let cancel = attached.browser.cancel_download(&guid);
+                    if let Ok(Err(e)) = tokio::time::timeout(TAB_COMMAND_TIMEOUT, cancel).await {
+                        debug!(error = %e, "cancelling a download failed");
+                    }
+                }
                 None
             }
             TabEvent::Download {
@@ -565,8 +587,8 @@ impl Driver {
                 };
                 if last {
                     // The blank tab first: a browser with no tab at all may quit.
-                    if let Err(e) = browser.open_tab().await {
-                        warn!(error = %e, "no blank tab could be opened; the last tab stays");
+                    if !self.open_tab(browser).await {
+                        warn!("no blank tab could be opened; the last tab stays");
                         return None;
                     }
                 }
@@ -579,8 +601,8 @@ impl Driver {
                         "too-many-tabs",
                         &format!("A session has at most {MAX_TABS} tabs."),
                     );
-                } else if let Err(e) = browser.open_tab().await {
-                    warn!(error = %e, "a new tab could not be opened");
+                } else if !self.open_tab(browser).await {
+                    warn!("a new tab could not be opened");
                 }
                 None
             }
@@ -612,6 +634,21 @@ impl Driver {
             }
             Err(_) => {
                 warn!("resizing the page timed out");
+                false
+            }
+        }
+    }
+
+    /// Opens a blank tab (reported as opened, then shown); `false` if Chromium did not.
+    async fn open_tab(&self, browser: &Browser) -> bool {
+        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, browser.open_tab()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                debug!(error = %e, "opening a tab failed");
+                false
+            }
+            Err(_) => {
+                debug!("opening a tab timed out");
                 false
             }
         }
@@ -972,7 +1009,6 @@ impl Driver {
         let mut retry_at: Option<Instant> = None;
         // Screen version when the screencast last started, until its first frame is checked for.
         let mut started_at_seq: Option<u64> = None;
-        let mut idle_deadline = Some(Instant::now() + self.idle_timeout);
         // Frames received when last looked at, and since when that count has not moved.
         let mut quiet = (frames_received(shared), Instant::now());
         let mut quiet_check = tokio::time::interval(Duration::from_secs(1));
@@ -991,7 +1027,7 @@ impl Driver {
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let idle = sleep_until_or_never(idle_deadline);
+            let idle = sleep_until_or_never(attached.idle_deadline);
             let retry = sleep_until_or_never(retry_at);
             let sync;
             tokio::select! {
@@ -1055,7 +1091,12 @@ impl Driver {
                 changed = count.changed() => {
                     if changed.is_err() { return Exit::Ended; }
                     let connected = *count.borrow_and_update();
-                    idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
+                    // Only a change of the count moves the deadline: a new turn of `drive` (a tab
+                    // switch) looks at the count again without it.
+                    if attached.last_count != Some(connected) {
+                        attached.last_count = Some(connected);
+                        attached.idle_deadline = (connected == 0).then(|| Instant::now() + self.idle_timeout);
+                    }
                     sync = true;
                 }
                 Some(event) = attached.tab_events.next() => {
@@ -1093,6 +1134,12 @@ impl Driver {
                     sync = match event {
                         PageEvent::Navigated { url, new_document: true } => {
                             debug!(%url, "navigated");
+                            // A new document: an open list, picker or file field is gone with it.
+                            {
+                                let mut state = self.handle.state();
+                                state.select = None;
+                                state.chooser = None;
+                            }
                             self.refresh_history(&probe).await;
                             if polling {
                                 // A new page, a new renderer: give the screencast another chance.
@@ -1117,7 +1164,7 @@ impl Driver {
                                 Ok(Ok(accept)) => accept,
                                 _ => String::new(),
                             };
-                            self.handle.file_chooser_opened(node, multiple, &accept);
+                            self.handle.file_chooser_opened(probe.clone(), node, multiple, &accept);
                             false
                         }
                         PageEvent::Navigated { new_document: false, .. } | PageEvent::Loading(false) => {

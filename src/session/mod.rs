@@ -285,8 +285,10 @@ enum Command {
     Viewport(Viewport),
 }
 
-/// Downloads a session keeps (the oldest file is deleted beyond).
+/// Downloads a session keeps (the oldest finished file is deleted beyond).
 const MAX_DOWNLOADS: usize = 20;
+/// Downloads that may run at once; more are cancelled.
+const MAX_RUNNING_DOWNLOADS: usize = 5;
 
 /// A file the page downloaded, as participants see it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -309,11 +311,12 @@ struct Download {
 }
 
 /// A file field of the page waiting for files.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 struct OpenChooser {
     id: u32,
-    /// The field, for `DOM.setFileInputFiles`.
+    /// The field, for `DOM.setFileInputFiles`, in this tab's current document.
     node: i64,
+    tab: PageHandle,
     /// The participant it was offered to.
     opener: String,
 }
@@ -629,7 +632,7 @@ impl SessionHandle {
         if p.role() != Role::Owner {
             return Err("only the session owner can change the page size".into());
         }
-        let viewport = viewport.validate()?;
+        let viewport = viewport.validate()?.validate_scaled(self.shared.scale)?;
         info!(session_id = %self.id(), width = viewport.width, height = viewport.height, "page size change asked");
         self.shared
             .tab_commands
@@ -1202,7 +1205,7 @@ impl SessionHandle {
     }
 
     /// A file field asked for files: offered to whoever last pressed something on the page.
-    fn file_chooser_opened(&self, node: i64, multiple: bool, accept: &str) {
+    fn file_chooser_opened(&self, tab: PageHandle, node: i64, multiple: bool, accept: &str) {
         let mut state = self.state();
         let Some(opener) = state.last_actor.clone() else {
             debug!("a file field opened with nobody to offer it to");
@@ -1231,8 +1234,44 @@ impl SessionHandle {
             .to_json()
         };
         if member.direct.try_send(Arc::from(json)).is_ok() && self.shared.max_upload_bytes > 0 {
-            state.chooser = Some(OpenChooser { id, node, opener });
+            state.chooser = Some(OpenChooser {
+                id,
+                node,
+                tab,
+                opener,
+            });
         }
+    }
+
+    /// Whether file chooser `chooser` waits for files from a participant of `role` who may act
+    /// now (checked before an upload is read). Join links are per role, so the uploader is
+    /// known by role: the one the field was offered to must have it and hold control.
+    pub fn chooser_waiting(&self, chooser: u32, role: Role) -> Result<(), crate::api::AppError> {
+        use crate::api::AppError;
+        let state = self.state();
+        let Some(open) = state.chooser.as_ref().filter(|c| c.id == chooser) else {
+            return Err(AppError::Conflict(
+                "that file field no longer waits for files",
+            ));
+        };
+        let Some(member) = state.participants.get(&open.opener) else {
+            return Err(AppError::Conflict(
+                "the file field was offered to someone who left",
+            ));
+        };
+        if member.role != role {
+            return Err(AppError::Forbidden(
+                "the file field was offered to another participant".into(),
+            ));
+        }
+        let actor = Actor {
+            id: &open.opener,
+            can_input: role.can_input(),
+            owner: role == Role::Owner,
+        };
+        lock(&self.shared.control)
+            .may_act(actor, Instant::now())
+            .map_err(|refusal| AppError::Forbidden(refusal.to_string()))
     }
 
     /// Files for file chooser `chooser` (names already cleaned): saved in the session's
@@ -1279,8 +1318,9 @@ impl SessionHandle {
             Ok(Err(e)) => return Err(AppError::Internal(format!("saving an upload: {e}"))),
             Err(e) => return Err(AppError::Internal(format!("saving an upload: {e}"))),
         };
-        let page = self.page();
-        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, page.set_files(open.node, paths)).await {
+        // The tab the field is in, whichever is active now.
+        let set = open.tab.set_files(open.node, paths);
+        match tokio::time::timeout(PAGE_COMMAND_TIMEOUT, set).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "setting the files failed");
@@ -1313,33 +1353,65 @@ impl SessionHandle {
         });
     }
 
-    /// The page started download `guid`.
-    fn download_started(&self, guid: &str, name: &str) {
-        let evicted = {
+    /// The page started download `guid`. Returns whether it must be cancelled (too many at
+    /// once: each one in progress is watched against the size limit, so none is ever dropped
+    /// from the list while it runs).
+    fn download_started(&self, guid: &str, name: &str) -> bool {
+        let (evicted, refused) = {
             let mut state = self.state();
             let id = state.next_download;
             state.next_download = state.next_download.wrapping_add(1);
-            let off = self.shared.max_download_bytes == 0;
+            let running = state
+                .downloads
+                .iter()
+                .filter(|d| d.info.state == "started")
+                .count();
+            let reason = if self.shared.max_download_bytes == 0 {
+                Some("downloads are turned off on this server".to_string())
+            } else if running >= MAX_RUNNING_DOWNLOADS {
+                Some(format!(
+                    "more than {MAX_RUNNING_DOWNLOADS} downloads at once"
+                ))
+            } else {
+                None
+            };
+            let refused = reason.is_some() && self.shared.max_download_bytes > 0;
             state.downloads.push(Download {
                 guid: guid.to_string(),
                 info: DownloadInfo {
                     id,
                     name: crate::files::clean_name(name),
                     size: 0,
-                    state: if off { "failed" } else { "started" },
-                    reason: off.then(|| "downloads are turned off on this server".to_string()),
+                    state: if reason.is_some() {
+                        "failed"
+                    } else {
+                        "started"
+                    },
+                    reason,
                 },
             });
-            let excess = state.downloads.len().saturating_sub(MAX_DOWNLOADS);
-            state.downloads.drain(..excess).collect::<Vec<_>>()
+            // The oldest finished or failed ones go; those in progress stay.
+            let mut evicted = Vec::new();
+            while state.downloads.len() > MAX_DOWNLOADS {
+                let Some(i) = state
+                    .downloads
+                    .iter()
+                    .position(|d| d.info.state != "started")
+                else {
+                    break;
+                };
+                evicted.push(state.downloads.remove(i));
+            }
+            (evicted, refused)
         };
         if let Some(dir) = self.downloads_dir() {
             for old in evicted {
                 let _ = std::fs::remove_file(dir.join(&old.guid));
             }
         }
-        info!(session_id = %self.id(), "the page started a download");
+        info!(session_id = %self.id(), refused, "the page started a download");
         self.broadcast_downloads();
+        refused
     }
 
     /// Download `guid` progressed. Returns whether it must be cancelled (over the limit).

@@ -865,10 +865,12 @@ addEventListener('mousedown', e => report({type: 'mousedown', x: e.clientX, y: e
 <script>for (const el of document.querySelectorAll('input')) for (const type of ['input', 'change', 'keydown', 'focus']) el.addEventListener(type, () => report({type, field: el.id, value: el.value}));</script></body>"##)
             }))
             // The popup: red; its button (0..200, 0..100) posts a token to its opener and closes
-            // the window.
+            // the window; a select (0..200, 150..190) reports its changes.
             .route("/popup-child", get(|| async {
                 page(r#"<title>Sign in</title><body style="margin:0;background:rgb(200,30,30)">
-<button style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="opener.postMessage('token-123', '*'); window.close()">allow</button></body>"#)
+<button style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="opener.postMessage('token-123', '*'); window.close()">allow</button>
+<select id=country style="position:absolute;left:0;top:150px;width:200px;height:40px"><option>France</option><option>Norway</option></select>
+<script>document.getElementById('country').addEventListener('change', e => report({type: 'country', value: e.target.value}));</script></body>"#)
             }))
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

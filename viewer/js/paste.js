@@ -51,7 +51,8 @@ export class PasteBox {
 
   #submit() {
     const text = this.#els.text.value;
-    if (text && this.#send({ t: 'text', text: text.slice(0, 4096) })) {
+    // At most 4,096 characters (code points: a cut must not split an emoji).
+    if (text && this.#send({ t: 'text', text: [...text].slice(0, 4096).join('') })) {
       this.#stats.pasted += 1;
       dispatchEvent(new Event('cobrowse:pasted'));
     }

@@ -31,7 +31,8 @@ export class PickerBox {
     els.cancel.addEventListener('click', () => this.#answer(null));
     els.box.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') this.#answer(null);
-      else if (e.key === 'Enter') this.#answer(els.input.value);
+      // Enter on a button is that button's click.
+      else if (e.key === 'Enter' && e.target === els.input) this.#answer(els.input.value);
     });
   }
 
