@@ -157,6 +157,25 @@ const HISTORY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a crashed browser gets to go before it is killed.
 const CRASHED_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// Runs a browser command within [`TAB_COMMAND_TIMEOUT`]; `None` (logged) if it failed or took
+/// longer.
+async fn timed<T>(
+    what: &str,
+    command: impl std::future::Future<Output = Result<T, crate::browser::BrowserError>>,
+) -> Option<T> {
+    match tokio::time::timeout(TAB_COMMAND_TIMEOUT, command).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            debug!(error = %e, "{what} failed");
+            None
+        }
+        Err(_) => {
+            debug!("{what} timed out");
+            None
+        }
+    }
+}
+
 /// A tab's page events, tagged with the tab's target.
 type TabPageEvents = std::pin::Pin<Box<dyn futures::Stream<Item = (String, PageEvent)> + Send>>;
 
@@ -511,10 +530,11 @@ impl Driver {
             TabEvent::DownloadStarted { guid, url, name } => {
                 debug!(%url, "download started");
                 if self.handle.download_started(&guid, &name) {
-                    let cancel = attached.browser.cancel_download(&guid);
-                    if let Ok(Err(e)) = tokio::time::timeout(TAB_COMMAND_TIMEOUT, cancel).await {
-                        debug!(error = %e, "cancelling a download failed");
-                    }
+                    timed(
+                        "cancelling a download",
+                        attached.browser.cancel_download(&guid),
+                    )
+                    .await;
                 }
                 None
             }
@@ -529,10 +549,11 @@ impl Driver {
                     .handle
                     .download_progress(&guid, received, total, done, cancelled)
                 {
-                    let cancel = attached.browser.cancel_download(&guid);
-                    if let Ok(Err(e)) = tokio::time::timeout(TAB_COMMAND_TIMEOUT, cancel).await {
-                        debug!(error = %e, "cancelling a download failed");
-                    }
+                    timed(
+                        "cancelling a download",
+                        attached.browser.cancel_download(&guid),
+                    )
+                    .await;
                     self.tell_everyone(
                         "download-too-large",
                         "The page's download is larger than this server allows; it was stopped.",
@@ -641,25 +662,11 @@ impl Driver {
 
     /// Opens a blank tab (reported as opened, then shown); `false` if Chromium did not.
     async fn open_tab(&self, browser: &Browser) -> bool {
-        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, browser.open_tab()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                debug!(error = %e, "opening a tab failed");
-                false
-            }
-            Err(_) => {
-                debug!("opening a tab timed out");
-                false
-            }
-        }
+        timed("opening a tab", browser.open_tab()).await.is_some()
     }
 
     async fn close_tab(&self, browser: &Browser, target: &str) {
-        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, browser.close_tab(target)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(error = %e, "closing a tab failed"),
-            Err(_) => debug!("closing a tab timed out"),
-        }
+        timed("closing a tab", browser.close_tab(target)).await;
     }
 
     /// Something happened in a tab that is not the active one: its strip entry follows it; a
