@@ -62,7 +62,7 @@ impl Tabs {
         if self.index(target).is_some() {
             return Opened::Known;
         }
-        if self.tabs.len() >= MAX_TABS {
+        if self.is_full() {
             return Opened::TooMany;
         }
         self.next_id = self.next_id.wrapping_add(1);
@@ -116,13 +116,6 @@ impl Tabs {
         next
     }
 
-    /// Makes the tab numbered `id` active; returns its target, `None` if there is no such tab.
-    pub fn activate(&mut self, id: u32) -> Option<String> {
-        let target = self.tabs.iter().find(|t| t.info.id == id)?.target.clone();
-        self.active = Some(target.clone());
-        Some(target)
-    }
-
     /// Makes tab `target` active (if it is open).
     pub fn set_active(&mut self, target: &str) {
         if self.index(target).is_some() {
@@ -163,8 +156,9 @@ impl Tabs {
         self.tabs.len()
     }
 
-    pub fn contains(&self, target: &str) -> bool {
-        self.index(target).is_some()
+    /// Whether no tab can open: [`MAX_TABS`] are.
+    pub fn is_full(&self) -> bool {
+        self.tabs.len() >= MAX_TABS
     }
 
     /// Sets what a tab shows; returns whether anything changed.
@@ -246,7 +240,8 @@ mod tests {
         let mut tabs = Tabs::new("a", "");
         tabs.opened("b", None, "");
         tabs.opened("c", None, "");
-        assert_eq!(tabs.activate(2).as_deref(), Some("b"));
+        tabs.set_active(tabs.target_of(2).expect("tab 2").to_string().as_str());
+        assert_eq!(tabs.active(), Some("b"));
         assert_eq!(tabs.closed("b").as_deref(), Some("c"));
         assert_eq!(tabs.closed("c").as_deref(), Some("a"));
         // The last tab closed: nothing is active, the driver opens a blank one.
@@ -277,7 +272,8 @@ mod tests {
         }
         assert_eq!(tabs.opened("one-too-many", Some("t0"), ""), Opened::TooMany);
         assert_eq!(tabs.len(), MAX_TABS);
-        assert!(!tabs.contains("one-too-many"));
+        assert!(tabs.is_full());
+        assert!(tabs.list().iter().all(|t| t.id <= MAX_TABS as u32));
     }
 
     #[test]
@@ -292,6 +288,8 @@ mod tests {
         assert!(info.dialog);
         assert!(!tabs.update("missing", Some("x"), None, None));
         assert_eq!(tabs.target_of(1), Some("a"));
-        assert_eq!(tabs.activate(99), None);
+        assert_eq!(tabs.target_of(99), None);
+        tabs.set_active("missing");
+        assert_eq!(tabs.active(), Some("a"));
     }
 }

@@ -802,6 +802,13 @@ async fn a_popup_becomes_a_tab_people_switch_and_close_in_the_viewer() {
         eval(&page, "document.getElementById('tabs').hidden").await,
         false
     );
+    // The viewer has drawn the strip for one tab, and keeps it hidden.
+    until(
+        &watch,
+        "window.cobrowse.tabs().tabs.length === 1",
+        "cobrowse:tabs",
+    )
+    .await;
     assert_eq!(
         eval(&watch, "document.getElementById('tabs').hidden").await,
         true
@@ -988,14 +995,19 @@ async fn the_owner_changes_the_page_size_from_the_share_panel() {
     use support::viewer::until;
     let mut site = TestSite::start().await;
     let server = TestServer::start().await;
-    let (id, links) = server.create_session(&site.url("/size")).await;
+    // A size that is not one of the presets: the picker shows it, added last.
+    let (id, links) = server
+        .create_session_with(
+            serde_json::json!({"url": site.url("/size"), "width": 1000, "height": 700}),
+        )
+        .await;
     site.report_where(|r| r["type"] == "size").await;
     let viewer = ViewerBrowser::launch(1300, 1000).await;
     let page = viewer.open(&server.join_link(&id, &links.owner)).await;
     let watch = viewer.open(&server.join_link(&id, &links.viewer)).await;
     assert_eq!(
         eval(&page, "document.getElementById('page-size').value").await,
-        "1280x720"
+        "1000x700"
     );
     // The owner opens Share and picks the phone size, as with the keyboard on a select.
     eval(&page, "document.getElementById('share').open = true").await;
@@ -1004,9 +1016,8 @@ async fn the_owner_changes_the_page_size_from_the_share_panel() {
         "(() => { const s = document.getElementById('page-size'); s.focus(); return true; })()",
     )
     .await;
-    for _ in 0..5 {
-        support::viewer::key(&page, "ArrowDown", "ArrowDown", 40, None).await;
-    }
+    // One up from the last option (the session's own size) is the phone.
+    support::viewer::key(&page, "ArrowUp", "ArrowUp", 38, None).await;
     assert_eq!(
         eval(&page, "document.getElementById('page-size').value").await,
         "390x844"
@@ -1042,7 +1053,8 @@ async fn the_paste_box_sends_text_into_the_pages_focused_field() {
     let viewer = ViewerBrowser::launch(1300, 900).await;
     let page = viewer.open(&server.join_link(&id, &links.controller)).await;
     let watch = viewer.open(&server.join_link(&id, &links.viewer)).await;
-    // Only those who may act have it.
+    // Only those who may act have it (looked at once the viewer knows its role).
+    until(&watch, "window.cobrowse.role === 'viewer'", "cobrowse:tabs").await;
     assert_eq!(
         eval(&watch, "document.getElementById('paste-open').hidden").await,
         true

@@ -469,7 +469,7 @@ impl Driver {
                 if attached.pages.contains_key(&target) {
                     return None;
                 }
-                if self.handle.state().tabs.len() >= MAX_TABS {
+                if self.handle.state().tabs.is_full() {
                     warn!(%url, "the page opened more tabs than allowed; closing the new one");
                     self.tell_everyone(
                         "too-many-tabs",
@@ -617,7 +617,7 @@ impl Driver {
                 None
             }
             Command::New => {
-                if self.handle.state().tabs.len() >= MAX_TABS {
+                if self.handle.state().tabs.is_full() {
                     self.tell_everyone(
                         "too-many-tabs",
                         &format!("A session has at most {MAX_TABS} tabs."),
@@ -635,29 +635,25 @@ impl Driver {
     async fn resize(&self, attached: &mut Attached, viewport: Viewport) -> bool {
         let tabs: Vec<PageHandle> = attached.pages.values().cloned().collect();
         let resized = attached.browser.set_viewport(viewport, &tabs);
-        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, resized).await {
-            Ok(Ok(())) => {
-                *lock(&self.handle.shared.viewport) = viewport;
-                info!(
-                    width = viewport.width,
-                    height = viewport.height,
-                    "page resized"
-                );
-                self.handle.broadcast(&ServerMessage::Viewport {
-                    width: viewport.width,
-                    height: viewport.height,
-                });
-                true
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "the page could not be resized");
-                false
-            }
-            Err(_) => {
-                warn!("resizing the page timed out");
-                false
-            }
+        if timed("resizing the page", resized).await.is_none() {
+            warn!(
+                width = viewport.width,
+                height = viewport.height,
+                "the page could not be resized"
+            );
+            return false;
         }
+        *lock(&self.handle.shared.viewport) = viewport;
+        info!(
+            width = viewport.width,
+            height = viewport.height,
+            "page resized"
+        );
+        self.handle.broadcast(&ServerMessage::Viewport {
+            width: viewport.width,
+            height: viewport.height,
+        });
+        true
     }
 
     /// Opens a blank tab (reported as opened, then shown); `false` if Chromium did not.
