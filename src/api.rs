@@ -26,6 +26,75 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
+    pub audit: Arc<crate::audit::Audit>,
+}
+
+/// Who called the API, for the audit log: the fingerprint of their key (the first 12 hex digits
+/// of its SHA-256; never the key), or `open` when no key is configured.
+#[derive(Debug, Clone)]
+pub struct ApiClient(pub String);
+
+/// The key an `Authorization: Bearer` header presents, compared with every configured key in
+/// constant time; `None` when it matches none.
+fn api_key_of<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a str> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    // Every key is compared (no early exit), so timing says nothing about which one matched.
+    config.api_keys.iter().fold(None, |found, key| {
+        let same = crate::token::constant_time_eq(presented.as_bytes(), key.as_bytes());
+        if same && found.is_none() {
+            Some(key.as_str())
+        } else {
+            found
+        }
+    })
+}
+
+fn key_fingerprint(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Middleware of `/api/*`: with API keys configured, a request must present one.
+pub async fn require_api_key(
+    State(app): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = if app.config.api_keys.is_empty() {
+        "open".to_string()
+    } else {
+        match api_key_of(&app.config, request.headers()) {
+            Some(key) => key_fingerprint(key),
+            None => {
+                let mut response =
+                    AppError::Unauthorized("missing or invalid API key").into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+        }
+    };
+    request.extensions_mut().insert(ApiClient(client));
+    next.run(request).await
+}
+
+/// `GET /api/auth`: 200 when the caller may use the API (open, or a valid key); the landing
+/// page asks before offering "Start".
+pub async fn auth_check(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let mode = if app.config.api_keys.is_empty() {
+        "open"
+    } else {
+        "key"
+    };
+    Json(serde_json::json!({ "auth": mode }))
 }
 
 /// Errors as HTTP responses: a status and `{"error": "..."}`. Internal details are logged, not
@@ -76,7 +145,9 @@ impl From<CreateError> for AppError {
             CreateError::Full(_) | CreateError::ShuttingDown => {
                 AppError::Unavailable(e.to_string())
             }
-            CreateError::Browser(_) | CreateError::Random(_) => AppError::Internal(e.to_string()),
+            CreateError::Browser(_) | CreateError::Random(_) | CreateError::Links(_) => {
+                AppError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -96,6 +167,9 @@ struct CreateSessionBody {
     /// viewers, at the cost of bigger frames.
     #[serde(rename = "deviceScaleFactor")]
     device_scale_factor: Option<f64>,
+    /// Seconds the session's join links admit people; default the server's `--link-ttl`.
+    #[serde(rename = "linkTtlSecs")]
+    link_ttl_secs: Option<u64>,
 }
 
 /// Largest device scale factor a session may ask for.
@@ -108,6 +182,7 @@ struct CreateOptions {
     scale: f64,
     control: Policy,
     control_idle: std::time::Duration,
+    link_ttl: Option<std::time::Duration>,
 }
 
 #[derive(Serialize)]
@@ -229,7 +304,19 @@ fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
         scale,
         control: body.control.unwrap_or(Policy::Shared),
         control_idle,
+        link_ttl: body.link_ttl_secs.map(link_ttl).transpose()?,
     })
+}
+
+/// A link lifetime asked for through the API.
+fn link_ttl(secs: u64) -> Result<std::time::Duration, AppError> {
+    if !(60..=crate::config::MAX_LINK_TTL_SECS).contains(&secs) {
+        return Err(AppError::BadRequest(format!(
+            "link lifetimes must be between 60 and {} seconds",
+            crate::config::MAX_LINK_TTL_SECS
+        )));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Scheme, host and port for links: the configured public URL, else this request's Host.
@@ -252,10 +339,12 @@ fn links_base(config: &Config, headers: &HeaderMap) -> String {
 /// `POST /api/sessions`
 pub async fn create_session(
     State(app): State<AppState>,
+    axum::Extension(client): axum::Extension<ApiClient>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
     let options = parse_create(&body)?;
+    let start_url = options.url.clone();
     let links_base = links_base(&app.config, &headers);
     let session = app
         .registry
@@ -266,10 +355,19 @@ pub async fn create_session(
             links_base,
             control: options.control,
             control_idle: options.control_idle,
+            link_ttl: options.link_ttl.unwrap_or(app.config.link_ttl),
         })
         .await?;
     info!(session_id = %session.id(), "session created");
-    let view = serde_json::json!({ "id": session.id(), "links": session.links() });
+    app.audit.record(
+        "session.created",
+        serde_json::json!({ "session": session.id(), "url": start_url, "apiClient": client.0 }),
+    );
+    let view = serde_json::json!({
+        "id": session.id(),
+        "links": session.links(),
+        "linksExpireAt": session.default_links_expire(),
+    });
     let location = format!("/api/sessions/{}", session.id());
     Ok((
         StatusCode::CREATED,
@@ -344,9 +442,14 @@ pub async fn screenshot(
 /// `DELETE /api/sessions/{id}`: ends the session and answers once its browser is closed.
 pub async fn delete_session(
     State(app): State<AppState>,
+    axum::Extension(client): axum::Extension<ApiClient>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let session = find(&app, &id)?;
+    app.audit.record(
+        "session.end-requested",
+        serde_json::json!({ "session": id, "apiClient": client.0 }),
+    );
     session.end("the session was ended through the API");
     let limit = app.config.shutdown_grace * 2;
     if !session.wait_finished(limit).await {
@@ -361,14 +464,89 @@ pub async fn delete_session(
 /// closes, the join link of their role is replaced). `409` for the owner.
 pub async fn remove_participant(
     State(app): State<AppState>,
+    axum::Extension(client): axum::Extension<ApiClient>,
     Path((id, pid)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     let session = find(&app, &id)?;
-    match session.remove(&pid) {
+    match session.remove(&pid, &format!("api:{}", client.0)) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(RemoveError::NotFound) => Err(AppError::NotFound("participant not found")),
         Err(RemoveError::Owner) => Err(AppError::Conflict("the owner cannot be removed")),
-        Err(e @ RemoveError::Random) => Err(AppError::Internal(e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintBody {
+    role: String,
+    #[serde(rename = "ttlSecs")]
+    ttl_secs: Option<u64>,
+    label: Option<String>,
+}
+
+/// `GET /api/sessions/{id}/links`: every link the session minted, revoked ones included.
+pub async fn list_links(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let session = find(&app, &id)?;
+    Ok(Json(serde_json::json!({ "links": session.link_views() })))
+}
+
+/// `POST /api/sessions/{id}/links` `{"role", "ttlSecs"?, "label"?}`: a new join link.
+pub async fn mint_link(
+    State(app): State<AppState>,
+    axum::Extension(client): axum::Extension<ApiClient>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let session = find(&app, &id)?;
+    let body: MintBody = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let role = crate::session::Role::parse(&body.role)
+        .ok_or_else(|| AppError::BadRequest("role must be owner, controller or viewer".into()))?;
+    let ttl = body
+        .ttl_secs
+        .map(link_ttl)
+        .transpose()?
+        .unwrap_or(app.config.link_ttl);
+    let label = body
+        .label
+        .as_deref()
+        .map(|l| {
+            crate::people::clean_name(l)
+                .filter(|_| l.chars().count() <= crate::capability::MAX_LABEL_CHARS)
+                .ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "label must be 1 to {} printable characters",
+                        crate::capability::MAX_LABEL_CHARS
+                    ))
+                })
+        })
+        .transpose()?;
+    let view = session
+        .mint_link(role, ttl, label, &format!("api:{}", client.0))
+        .map_err(|e| match e {
+            crate::capability::MintError::Full => {
+                AppError::Conflict("this session has too many links")
+            }
+            crate::capability::MintError::Random => AppError::Internal(e.to_string()),
+        })?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `DELETE /api/sessions/{id}/links/{link}`: the link stops admitting anyone, and whoever
+/// joined with it is disconnected.
+pub async fn revoke_link(
+    State(app): State<AppState>,
+    axum::Extension(client): axum::Extension<ApiClient>,
+    Path((id, link)): Path<(String, String)>,
+) -> Result<StatusCode, AppError> {
+    let session = find(&app, &id)?;
+    if session.revoke_link(&link, &format!("api:{}", client.0)) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("link not found"))
     }
 }
 

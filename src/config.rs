@@ -52,6 +52,17 @@ pub const MAX_VIEWPORT: Viewport = Viewport {
     height: 2160,
 };
 
+/// How long a join link admits people by default (24 h).
+pub const DEFAULT_LINK_TTL_SECS: u64 = 24 * 3600;
+/// Longest lifetime a join link may be given (30 days).
+pub const MAX_LINK_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Shortest API key accepted, bytes: shorter ones are guessable.
+pub const MIN_API_KEY_LEN: usize = 16;
+/// File in the data directory holding the generated signing secret.
+pub const SECRET_FILE: &str = "secret";
+/// File in the data directory the audit log is appended to by default.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -120,7 +131,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the cobrowsing server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Work with an audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain; prints the first changed, inserted or removed line.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +185,60 @@ pub struct ServeArgs {
     /// refuses downloads.
     #[arg(long, env = "COBROWSE_MAX_DOWNLOAD_MIB", default_value_t = DEFAULT_MAX_DOWNLOAD_MIB)]
     pub max_download_mib: u64,
+    /// Key(s) the management API (/api/*) requires as `Authorization: Bearer <key>` (comma-separated
+    /// or repeated; at least 16 characters each). Without one the server listens on loopback only.
+    #[arg(
+        long = "api-key",
+        env = "COBROWSE_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Secret that signs join links (at least 32 bytes). Default: read from --secret-file, else
+    /// generated once and kept in the data directory.
+    #[arg(
+        long,
+        env = "COBROWSE_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
+    pub secret: Option<String>,
+    /// File holding the secret that signs join links.
+    #[arg(long, env = "COBROWSE_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Directory for the generated secret and the audit log. Default: $XDG_DATA_HOME/cobrowse,
+    /// else ~/.local/share/cobrowse.
+    #[arg(long, env = "COBROWSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds a join link admits people (per link, the API may ask for less or more, up to 30
+    /// days).
+    #[arg(long, env = "COBROWSE_LINK_TTL", default_value_t = DEFAULT_LINK_TTL_SECS)]
+    pub link_ttl: u64,
+    /// Other origins whose pages may open participant WebSockets (embedding), e.g.
+    /// https://portal.example.com (comma-separated or repeated).
+    #[arg(
+        long = "allowed-origin",
+        env = "COBROWSE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS and WSS directly (with --tls-key).
+    #[arg(long, env = "COBROWSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "COBROWSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Audit log: a file path, '-' for standard output, or 'off'. Default: audit.jsonl in the
+    /// data directory.
+    #[arg(long, env = "COBROWSE_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+}
+
+/// A certificate chain and its key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The validated configuration of a server.
@@ -181,6 +258,19 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Largest download, bytes; 0: downloads refused.
     pub max_download_bytes: u64,
+    /// Keys the management API requires; empty: the API is open (loopback listeners only).
+    pub api_keys: Vec<String>,
+    /// Signs join links.
+    pub secret: crate::capability::Secret,
+    /// How long a join link admits people unless its creator says otherwise.
+    pub link_ttl: Duration,
+    /// Origins besides the server's own whose pages may open participant WebSockets, as
+    /// `scheme://host[:port]`, lower case.
+    pub allowed_origins: Vec<String>,
+    /// Serve TLS directly.
+    pub tls: Option<TlsFiles>,
+    /// Where audit lines go.
+    pub audit: crate::audit::Sink,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -204,6 +294,12 @@ impl Config {
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_MIB * MIB,
+            api_keys: Vec::new(),
+            secret: crate::capability::Secret::generate().expect("the OS has randomness"),
+            link_ttl: Duration::from_secs(DEFAULT_LINK_TTL_SECS),
+            allowed_origins: Vec::new(),
+            tls: None,
+            audit: crate::audit::Sink::Off,
             fault_stall_screencast: false,
         }
     }
@@ -241,6 +337,57 @@ impl Config {
         if !(1..=100).contains(&args.jpeg_quality) {
             return Err("--jpeg-quality must be between 1 and 100".into());
         }
+        let api_keys: Vec<String> = args
+            .api_keys
+            .iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if let Some(short) = api_keys.iter().position(|k| k.len() < MIN_API_KEY_LEN) {
+            return Err(format!(
+                "--api-key: key {} is shorter than {MIN_API_KEY_LEN} characters",
+                short + 1
+            ));
+        }
+        if api_keys.is_empty() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {listen} with an open management API: set --api-key (or \
+                 COBROWSE_API_KEY), or listen on 127.0.0.1"
+            ));
+        }
+        if !(60..=MAX_LINK_TTL_SECS).contains(&args.link_ttl) {
+            return Err(format!(
+                "--link-ttl must be between 60 and {MAX_LINK_TTL_SECS} seconds"
+            ));
+        }
+        let allowed_origins = args
+            .allowed_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| validate_origin(o.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        };
+        // Read now, so that a bad certificate is a configuration error before any port is bound.
+        if let Some(files) = &tls {
+            crate::tls::server_config(files)?;
+        }
+        let data_dir = args.data_dir.or_else(default_data_dir);
+        let secret = load_secret(args.secret, args.secret_file, data_dir.as_deref())?;
+        let audit = match args.audit_log.as_deref().map(str::trim) {
+            Some("-") => crate::audit::Sink::Stdout,
+            Some("off") => crate::audit::Sink::Off,
+            Some("") => return Err("--audit-log: give a file, '-' or 'off'".into()),
+            Some(path) => crate::audit::Sink::File(PathBuf::from(path)),
+            None => crate::audit::Sink::File(
+                data_dir
+                    .as_ref()
+                    .ok_or("no data directory: set --data-dir or --audit-log")?
+                    .join(AUDIT_FILE),
+            ),
+        };
         Ok(Config {
             listen,
             chromium,
@@ -261,6 +408,12 @@ impl Config {
                 .checked_mul(MIB)
                 .filter(|_| args.max_download_mib <= MAX_DOWNLOAD_MIB)
                 .ok_or_else(|| format!("--max-download-mib must be at most {MAX_DOWNLOAD_MIB}"))?,
+            api_keys,
+            secret,
+            link_ttl: Duration::from_secs(args.link_ttl),
+            allowed_origins,
+            tls,
+            audit,
             fault_stall_screencast: false,
         })
     }
@@ -279,6 +432,87 @@ fn validate_public_url(raw: &str) -> Result<String, String> {
         ));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+/// An origin for `--allowed-origin`: `scheme://host[:port]`, http(s), no path; lower-cased.
+fn validate_origin(raw: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(raw).map_err(|e| format!("--allowed-origin: '{raw}': {e}"))?;
+    let bare = raw.trim_end_matches('/').to_ascii_lowercase();
+    let origin = parsed.origin().ascii_serialization();
+    if !matches!(parsed.scheme(), "http" | "https") || origin != bare {
+        return Err(format!(
+            "--allowed-origin: '{raw}' must be an origin like https://portal.example.com"
+        ));
+    }
+    Ok(origin)
+}
+
+/// `$XDG_DATA_HOME/cobrowse`, else `~/.local/share/cobrowse`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty());
+    let base = match xdg {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".local/share")
+        }
+    };
+    Some(base.join("cobrowse"))
+}
+
+/// The join-link signing secret: given, read from a file, or generated once into the data
+/// directory (mode 0600) and read from there on later starts.
+fn load_secret(
+    given: Option<String>,
+    file: Option<PathBuf>,
+    data_dir: Option<&Path>,
+) -> Result<crate::capability::Secret, String> {
+    use crate::capability::Secret;
+    if let Some(secret) = given {
+        return Secret::new(secret.into_bytes()).map_err(|e| format!("--secret: {e}"));
+    }
+    let read = |path: &Path| -> Result<Secret, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        Secret::new(text.trim().as_bytes().to_vec()).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    if let Some(path) = file {
+        return read(&path);
+    }
+    let dir = data_dir.ok_or("no data directory for the secret: set --data-dir or --secret")?;
+    let path = dir.join(SECRET_FILE);
+    if path.exists() {
+        return read(&path);
+    }
+    create_private_dir(dir)?;
+    let fresh = crate::token::random_string(crate::capability::SECRET_BYTES * 2)
+        .map_err(|e| format!("no randomness for a secret: {e}"))?;
+    write_private(&path, fresh.as_bytes())
+        .map_err(|e| format!("cannot write the secret file {}: {e}", path.display()))?;
+    read(&path)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))
+}
+
+/// Writes a new file readable by its owner only; fails if it exists (two servers starting at
+/// once: the loser reads the winner's secret on its next start).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// The first Chromium of [`DEFAULT_CHROMIUM_NAMES`] on `PATH`, else [`DEFAULT_CHROMIUM_PATH`].
@@ -317,9 +551,16 @@ mod tests {
         if !extra.contains(&"--chromium") {
             argv.extend(["--chromium", "/bin/sh"]);
         }
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--secret") || *a == "--data-dir")
+        {
+            argv.extend(["--secret", "0123456789abcdef0123456789abcdef"]);
+        }
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
+            Command::Audit(_) => panic!("serve expected"),
         }
     }
 
@@ -340,10 +581,66 @@ mod tests {
             &["--public-url", "ftp://x"],
             &["--public-url", "https://x/path"],
             &["--chromium", "/nonexistent/chromium"],
+            &["--listen", "0.0.0.0:8080"],
+            &["--api-key", "short"],
+            &["--link-ttl", "5"],
+            &["--allowed-origin", "https://x.example.com/path"],
+            &["--allowed-origin", "javascript:alert(1)"],
+            &["--secret", "too-short"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn a_public_listener_needs_an_api_key() {
+        let c = Config::from_args(args(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--api-key",
+            "key-one-0123456789,key-two-0123456789",
+        ]))
+        .expect("valid with keys");
+        assert_eq!(c.api_keys.len(), 2);
+    }
+
+    #[test]
+    fn the_secret_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let data = data.to_str().expect("utf-8");
+        let first = Config::from_args(args(&["--data-dir", data])).expect("valid");
+        let second = Config::from_args(args(&["--data-dir", data])).expect("valid");
+        let claims = crate::capability::Claims {
+            session: "s".into(),
+            link: "l".into(),
+            role: crate::session::Role::Viewer,
+            expires: 4_000_000_000,
+        };
+        let token = crate::capability::mint(&first.secret, &claims);
+        assert!(
+            crate::capability::verify(&second.secret, &token, std::time::SystemTime::now()).is_ok(),
+            "a restarted server accepts the links of the previous one"
+        );
+        let path = dir.path().join("data").join(SECRET_FILE);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("secret file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "readable by its owner only");
+        assert_eq!(
+            first.audit,
+            crate::audit::Sink::File(dir.path().join("data").join(AUDIT_FILE))
+        );
+    }
+
+    #[test]
+    fn allowed_origins_are_normalised() {
+        let c = Config::from_args(args(&["--allowed-origin", "https://Portal.Example.com/"]))
+            .expect("valid");
+        assert_eq!(c.allowed_origins, vec!["https://portal.example.com"]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn upload(
     mut multipart: Multipart,
 ) -> Response {
     let session = match crate::ws::authorize_request(&app, &id, &headers) {
-        Ok((session, role)) if role.can_input() => {
+        Ok((session, role, _)) if role.can_input() => {
             // Before reading the body: nothing is read for a field that does not wait.
             if let Err(e) = session.chooser_waiting(chooser, role) {
                 return e.into_response();
@@ -119,8 +119,8 @@ pub async fn download(
     Path((id, n)): Path<(String, u32)>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match crate::ws::authorize_request(&app, &id, &headers) {
-        Ok((session, _)) => session,
+    let (session, role, link) = match crate::ws::authorize_request(&app, &id, &headers) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let Some((path, name)) = session.download_file(n) else {
@@ -132,6 +132,10 @@ pub async fn download(
     };
     let size = file.metadata().await.map(|m| m.len()).ok();
     info!(session_id = %id, download = n, bytes = ?size, "download fetched by a participant");
+    session.audit(
+        "download.saved",
+        serde_json::json!({ "download": n, "bytes": size, "role": role.as_str(), "link": link }),
+    );
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = body.into_response();
     let h = response.headers_mut();

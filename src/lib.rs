@@ -19,12 +19,17 @@
 //! - [`control`]: the control policy (shared / exclusive) and its state machine (pure logic).
 //! - [`people`]: display names, colours, the chat log, rate limits (pure logic).
 //! - [`metrics`]: lock-free latency histograms for the API (and, later, `/metrics`).
-//! - [`token`]: random ids and capabilities, constant-time comparison.
+//! - [`token`]: random ids, constant-time comparison.
+//! - [`capability`]: signed, expiring, revocable join links and each session's book of them.
+//! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`tls`]: HTTPS/WSS served directly (rustls), handshakes off the accept loop.
 //! - [`assets`]: the viewer's files, embedded in the binary.
 
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod browser;
+pub mod capability;
 pub mod config;
 pub mod control;
 pub mod encode;
@@ -42,6 +47,7 @@ pub mod server;
 pub mod session;
 pub mod tabs;
 pub mod tiles;
+pub mod tls;
 pub mod token;
 pub mod ws;
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cobrowse::config::{Cli, Command, Config, LogFormat, EXIT_CONFIG};
+use cobrowse::config::{AuditCommand, Cli, Command, Config, LogFormat, EXIT_CONFIG};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -26,7 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => *args,
+        Command::Audit(AuditCommand::Verify { file }) => return audit_verify(&file),
+    };
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -52,6 +55,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cobrowse audit verify FILE`: exit 0 and the line count when the chain is intact; exit 1 and
+/// the first bad line otherwise; exit 2 when the file cannot be read.
+fn audit_verify(file: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    let text = match std::fs::read(file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            eprintln!("cobrowse: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (message, code) = match cobrowse::audit::verify(&text) {
+        cobrowse::audit::Verdict::Intact(n) => (
+            format!("{}: intact, {n} lines\n", file.display()),
+            ExitCode::SUCCESS,
+        ),
+        cobrowse::audit::Verdict::Broken { line, why } => (
+            format!("{}: line {line}: {why}\n", file.display()),
+            ExitCode::FAILURE,
+        ),
+    };
+    let _ = std::io::stdout().write_all(message.as_bytes());
+    code
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

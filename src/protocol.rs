@@ -316,6 +316,20 @@ pub enum ControlAction {
     Policy { policy: crate::control::Policy },
 }
 
+impl ControlAction {
+    /// The action's wire name (for logs and the audit log).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlAction::Request => "request",
+            ControlAction::Grant { .. } => "grant",
+            ControlAction::Deny { .. } => "deny",
+            ControlAction::Release => "release",
+            ControlAction::Take => "take",
+            ControlAction::Policy { .. } => "policy",
+        }
+    }
+}
+
 /// One participant's pointer, in screen pixels.
 #[derive(Debug, Serialize)]
 pub struct WirePointer<'a> {

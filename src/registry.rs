@@ -9,10 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::audit::Audit;
 use crate::browser::{Browser, BrowserError, LaunchOptions};
+use crate::capability::LinkBook;
 use crate::config::{Config, Viewport};
-use crate::session::{NewSession, SessionHandle, Tokens};
-use crate::token::{random_string, ID_BYTES, TOKEN_BYTES};
+use crate::session::{NewSession, SessionHandle};
+use crate::token::{random_string, ID_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -24,6 +26,8 @@ pub enum CreateError {
     Browser(#[from] BrowserError),
     #[error("no randomness available: {0}")]
     Random(getrandom::Error),
+    #[error("cannot mint join links: {0}")]
+    Links(crate::capability::MintError),
 }
 
 /// A validated request for a new session.
@@ -38,6 +42,8 @@ pub struct CreateRequest {
     pub control: crate::control::Policy,
     /// How long a control holder may stay idle before control is released.
     pub control_idle: Duration,
+    /// How long the session's default join links admit people.
+    pub link_ttl: Duration,
 }
 
 struct Table {
@@ -48,6 +54,7 @@ struct Table {
 
 pub struct Registry {
     config: Arc<Config>,
+    audit: Arc<Audit>,
     table: Mutex<Table>,
     /// Cancelled when the server shuts down; every session's token is a child of it.
     shutdown: CancellationToken,
@@ -56,9 +63,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, audit: Arc<Audit>, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Registry {
             config,
+            audit,
             table: Mutex::new(Table {
                 sessions: HashMap::new(),
                 launching: 0,
@@ -120,11 +128,6 @@ impl Registry {
         request: CreateRequest,
     ) -> Result<SessionHandle, CreateError> {
         let id = random_string(ID_BYTES).map_err(CreateError::Random)?;
-        let tokens = Tokens {
-            owner: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
-            controller: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
-            viewer: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
-        };
         let browser = Browser::launch(LaunchOptions {
             chromium: self.config.chromium.clone(),
             viewport: request.viewport,
@@ -137,12 +140,18 @@ impl Registry {
             browser.close(self.config.shutdown_grace).await;
             return Err(CreateError::ShuttingDown);
         }
+        // Minted once the browser is up: a link's lifetime starts when it can be used.
+        let links = LinkBook::with_defaults(request.link_ttl, std::time::SystemTime::now())
+            .map_err(CreateError::Links)?;
         let new = NewSession {
             id: id.clone(),
             start_url: request.url,
             viewport: request.viewport,
             scale: request.scale,
-            tokens,
+            secret: self.config.secret.clone(),
+            links,
+            link_ttl: request.link_ttl,
+            audit: Arc::clone(&self.audit),
             links_base: request.links_base,
             max_participants: self.config.max_participants,
             idle_timeout: self.config.idle_timeout,

@@ -1,19 +1,61 @@
 //! The HTTP server: routes, and `run`, which serves until shutdown and then ends every session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::api::{self, AppState};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::{assets, files, ws};
+
+/// The address a connection comes from (TCP or TLS), for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// A plain TCP listener whose connections have `TCP_NODELAY` set. Interactive traffic: without
+/// it a small message (an update, a notice) written while the previous one is unacknowledged
+/// waits for the peer's delayed ACK (up to 40 ms on Linux).
+pub struct NoDelay(pub TcpListener);
+
+impl axum::serve::Listener for NoDelay {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, NoDelay>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, NoDelay>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -27,11 +69,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sessions/{id}/screenshot", get(api::screenshot))
         .route(
+            "/sessions/{id}/links",
+            get(api::list_links).post(api::mint_link),
+        )
+        .route(
+            "/sessions/{id}/links/{link}",
+            axum::routing::delete(api::revoke_link),
+        )
+        .route("/auth", get(api::auth_check))
+        .route(
             "/sessions/{id}/participants/{pid}",
             axum::routing::delete(api::remove_participant),
         )
         .fallback(api::api_not_found)
-        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_api_key,
+        ));
     Router::new()
         .route("/", get(assets::index))
         .route("/s/{id}", get(assets::session_page))
@@ -57,25 +112,48 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
-    let registry = Registry::new(Arc::clone(&config), shutdown.child_token());
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let audit = Audit::start(&config.audit)?;
+    let registry = Registry::new(
+        Arc::clone(&config),
+        Arc::clone(&audit),
+        shutdown.child_token(),
+    );
     let state = AppState {
         registry: Arc::clone(&registry),
         config: Arc::clone(&config),
+        audit: Arc::clone(&audit),
     };
-    info!(address = %listener.local_addr()?, chromium = %config.chromium.display(), "listening");
+    let address = listener.local_addr()?;
+    info!(%address, tls = tls.is_some(), api_keys = config.api_keys.len(), chromium = %config.chromium.display(), "listening");
+    audit.record(
+        "server.started",
+        serde_json::json!({ "listen": address.to_string(), "tls": tls.is_some(), "apiKeys": config.api_keys.len() }),
+    );
     // Upgraded WebSockets are not waited for by axum's graceful shutdown; they end themselves when
-    // their session's token (a child of `shutdown`) fires.
-    // Interactive traffic: without TCP_NODELAY a small message (an update, a notice) written while
-    // the previous one is unacknowledged waits for the peer's delayed ACK (up to 40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "could not set TCP_NODELAY");
+    // their session's token (a child of `shutdown`) fires. The peer address goes to the audit log.
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    let served = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls, shutdown.clone())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
         }
-    });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        None => {
+            axum::serve(NoDelay(listener), app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        }
+    };
     info!("no longer accepting connections");
     registry.shutdown(config.shutdown_grace).await;
+    audit.record("server.stopped", serde_json::Value::Null);
+    audit.close().await;
     served
 }

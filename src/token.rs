@@ -6,6 +6,8 @@ use base64::Engine;
 pub const TOKEN_BYTES: usize = 32;
 /// Bytes of randomness in a session id (96 bits: ids are not secrets, but must not collide).
 pub const ID_BYTES: usize = 12;
+/// Bytes of randomness in a join link's id (72 bits: unique within a session, not a secret).
+pub const LINK_ID_BYTES: usize = 9;
 
 /// `n` random bytes from the operating system, as unpadded base64url.
 pub fn random_string(n: usize) -> Result<String, getrandom::Error> {

@@ -52,6 +52,15 @@ const POINTER_PER_SEC: f64 = 60.0;
 const POINTER_HOLD: Duration = Duration::from_millis(50);
 /// The page's cursor under a participant's mouse is looked up at most this often.
 const CURSOR_PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Input events (keys, presses, moves, wheel, text) a participant may send: a burst, then this
+/// many per second. Far above a person (a fast typist sends ~15 keys a second, a mouse ~60 moves,
+/// a trackpad ~60 wheel events); a script flooding the page is cut to this. Releases (key up,
+/// button up) have a bucket of their own twice as big, so a held key or button is never left
+/// down because its release was dropped.
+pub const INPUT_BURST: f64 = 500.0;
+pub const INPUT_PER_SEC: f64 = 250.0;
+/// Notices about dropped input are sent at most this often.
+const INPUT_NOTICE_EVERY: Duration = Duration::from_secs(2);
 /// Annotation messages a participant may send: a burst, then this many per second.
 const ANNOTATE_BURST: f64 = 30.0;
 const ANNOTATE_PER_SEC: f64 = 30.0;
@@ -82,6 +91,9 @@ pub struct JoinQuery {
 
 pub async fn upgrade(
     State(app): State<AppState>,
+    axum::extract::ConnectInfo(crate::server::Peer(remote)): axum::extract::ConnectInfo<
+        crate::server::Peer,
+    >,
     Path(id): Path<String>,
     query: Result<Query<JoinQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -91,17 +103,18 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return AppError::BadRequest(rejection.body_text()).into_response(),
     };
-    if !origin_allowed(&headers, app.config.public_url.as_deref()) {
+    if !origin_allowed(&headers, &app.config) {
+        info!(session_id = %truncate(&id, 40), origin = ?headers.get(header::ORIGIN), "WebSocket refused: origin not allowed");
         return AppError::Forbidden("origin not allowed".into()).into_response();
     }
     let token = offered_token(&headers);
-    let (session, role) = match authorize(&app, &id, token.as_deref()) {
+    let (session, role, link) = match authorize(&app, &id, token.as_deref()) {
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     // A malformed query string costs the name, not the join.
     let name = query.ok().and_then(|Query(q)| q.name);
-    let participant = match session.join(role, name.as_deref()) {
+    let participant = match session.join(role, name.as_deref(), &link, Some(remote)) {
         Ok(p) => p,
         Err(JoinError::Full) => {
             return AppError::Unavailable("participant limit reached".into()).into_response()
@@ -228,7 +241,7 @@ pub async fn check(
     headers: HeaderMap,
 ) -> Response {
     match authorize_request(&app, &id, &headers) {
-        Ok((_, role)) => (
+        Ok((_, role, _)) => (
             StatusCode::OK,
             Json(serde_json::json!({ "role": role.as_str() })),
         )
@@ -237,12 +250,12 @@ pub async fn check(
     }
 }
 
-/// The session and role a request's `Authorization: Bearer <join token>` grants.
+/// The session, role and link id a request's `Authorization: Bearer <join token>` grants.
 pub fn authorize_request(
     app: &AppState,
     id: &str,
     headers: &HeaderMap,
-) -> Result<(SessionHandle, Role), AppError> {
+) -> Result<(SessionHandle, Role, String), AppError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -251,19 +264,33 @@ pub fn authorize_request(
     authorize(app, id, token)
 }
 
+/// Every refusal is the same 401 whatever the reason (a wrong signature, another session's
+/// token, an expired or revoked link), so a guesser learns nothing; the reason is logged, the
+/// token never is.
 fn authorize(
     app: &AppState,
     id: &str,
     token: Option<&str>,
-) -> Result<(SessionHandle, Role), AppError> {
+) -> Result<(SessionHandle, Role, String), AppError> {
     let session = app
         .registry
         .get(id)
         .ok_or(AppError::NotFound("session not found"))?;
-    let role = token
-        .and_then(|t| session.role_of(t))
-        .ok_or(AppError::Unauthorized("missing or invalid token"))?;
-    Ok((session, role))
+    let refused = AppError::Unauthorized("missing, invalid, expired or revoked link");
+    let Some(token) = token else {
+        return Err(refused);
+    };
+    match session.admit(token) {
+        Ok((role, link)) => Ok((session, role, link)),
+        Err(reason) => {
+            info!(session_id = %session.id(), %reason, "join link refused");
+            session.audit(
+                "link.refused",
+                serde_json::json!({ "reason": reason.to_string() }),
+            );
+            Err(refused)
+        }
+    }
 }
 
 /// The join token offered as a `cobrowse.token.{token}` subprotocol.
@@ -281,13 +308,22 @@ fn offered_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Browsers always send `Origin` on WebSocket handshakes: it must be this server's own origin
-/// (as the `Host` header or the configured public URL names it). Clients that send no `Origin`
-/// are not browsers, so no other site's page can be riding on a user's link.
-pub fn origin_allowed(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+/// (as the `Host` header or the configured public URL names it) or one of the configured
+/// `--allowed-origin`s (pages that embed the viewer). Clients that send no `Origin` are not
+/// browsers, so no other site's page can be riding on a user's link.
+pub fn origin_allowed(headers: &HeaderMap, config: &crate::config::Config) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    if public_url.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+    if config
+        .public_url
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case(origin))
+        || config
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
@@ -679,6 +715,10 @@ async fn read_loop(
     let mut chat_limit = RateLimit::new(people::CHAT_BURST, people::CHAT_PER_SEC, Instant::now());
     let mut pointer_limit = RateLimit::new(POINTER_BURST, POINTER_PER_SEC, Instant::now());
     let mut annotate_limit = RateLimit::new(ANNOTATE_BURST, ANNOTATE_PER_SEC, Instant::now());
+    let mut input_limit = RateLimit::new(INPUT_BURST, INPUT_PER_SEC, Instant::now());
+    let mut release_limit = RateLimit::new(2.0 * INPUT_BURST, 2.0 * INPUT_PER_SEC, Instant::now());
+    let mut input_dropped = 0u64;
+    let mut input_told: Option<Instant> = None;
     let mut cursor_probe = CursorProbe::default();
     // A pointer position over the rate limit, and when it may be applied.
     let mut held_pointer: Option<(Instant, Option<(f64, f64)>)> = None;
@@ -829,7 +869,7 @@ async fn read_loop(
                         "not-allowed",
                         "only the session owner can remove participants",
                     );
-                } else if let Err(e) = session.remove(&id) {
+                } else if let Err(e) = session.remove(&id, participant.id()) {
                     notice(
                         "remove-failed",
                         &format!("cannot remove {}: {e}", truncate(&id, 40)),
@@ -898,6 +938,31 @@ async fn read_loop(
         };
         match input {
             Ok(input) => {
+                let release = matches!(
+                    &input,
+                    Input::Mouse {
+                        kind: MouseKind::Released,
+                        ..
+                    }
+                ) || matches!(&input, Input::Key(k) if k.kind == crate::input::KeyKind::KeyUp);
+                let bucket = if release {
+                    &mut release_limit
+                } else {
+                    &mut input_limit
+                };
+                if !bucket.allow(Instant::now()) {
+                    input_dropped += 1;
+                    if input_told.is_none_or(|t| t.elapsed() >= INPUT_NOTICE_EVERY) {
+                        info!(dropped = input_dropped, "input over the rate limit dropped");
+                        notice(
+                            "input-rate-limited",
+                            "Input is arriving faster than a person types or moves: some was dropped.",
+                        );
+                        input_told = Some(Instant::now());
+                    }
+                    continue;
+                }
+                participant.typed.count(&input);
                 if let Input::Mouse { x, y, kind, .. } = &input {
                     if *kind != MouseKind::Released {
                         cursor_probe.at(*x, *y);
@@ -937,25 +1002,37 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_match_host_or_public_url() {
+    fn origin_must_match_host_public_url_or_allow_list() {
+        let plain = crate::config::Config::with_chromium("/bin/sh");
+        let mut public = plain.clone();
+        public.public_url = Some("https://co.example.com".into());
+        let mut embedding = plain.clone();
+        embedding.allowed_origins = vec!["https://portal.example.com".into()];
         let same = headers(&[
             (header::HOST, "127.0.0.1:8080"),
             (header::ORIGIN, "http://127.0.0.1:8080"),
         ]);
-        assert!(origin_allowed(&same, None));
+        assert!(origin_allowed(&same, &plain));
         let other = headers(&[
             (header::HOST, "127.0.0.1:8080"),
             (header::ORIGIN, "http://evil.example"),
         ]);
-        assert!(!origin_allowed(&other, None));
+        assert!(!origin_allowed(&other, &plain));
+        assert!(!origin_allowed(&other, &embedding));
         let proxied = headers(&[
             (header::HOST, "10.0.0.5:8080"),
             (header::ORIGIN, "https://co.example.com"),
         ]);
-        assert!(origin_allowed(&proxied, Some("https://co.example.com")));
-        assert!(!origin_allowed(&proxied, None));
+        assert!(origin_allowed(&proxied, &public));
+        assert!(!origin_allowed(&proxied, &plain));
+        let embedded = headers(&[
+            (header::HOST, "10.0.0.5:8080"),
+            (header::ORIGIN, "https://portal.example.com"),
+        ]);
+        assert!(origin_allowed(&embedded, &embedding));
+        assert!(!origin_allowed(&embedded, &plain));
         // Not a browser: no Origin header.
-        assert!(origin_allowed(&headers(&[(header::HOST, "x")]), None));
+        assert!(origin_allowed(&headers(&[(header::HOST, "x")]), &plain));
     }
 
     #[test]

@@ -121,8 +121,12 @@ async fn viewer_pages_are_served() {
 /// The real binary, as an operator runs it.
 fn cobrowse_bin() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cobrowse"));
+    // A data directory of the test's own (the generated secret, the audit log), not ~/.local.
+    let data = std::env::temp_dir().join(format!("cobrowse-test-data-{}", std::process::id()));
     cmd.env_remove("COBROWSE_LISTEN")
         .env_remove("COBROWSE_CHROMIUM")
+        .env_remove("COBROWSE_API_KEY")
+        .env("COBROWSE_DATA_DIR", data)
         .kill_on_drop(true);
     cmd
 }
@@ -135,6 +139,10 @@ async fn bad_configuration_is_one_line_and_exit_code_64() {
         &["serve", "--max-sessions", "0"],
         &["serve", "--no-such-flag"],
         &["serve", "--public-url", "ftp://x"],
+        // An open management API on a public address.
+        &["serve", "--listen", "0.0.0.0:0"],
+        &["serve", "--api-key", "short"],
+        &["serve", "--tls-cert", "/nonexistent.pem"],
     ] {
         let out = cobrowse_bin()
             .args(args)

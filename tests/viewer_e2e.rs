@@ -150,6 +150,12 @@ async fn the_landing_page_starts_a_session() {
         .new_page(server.url("/").as_str())
         .await
         .expect("landing page");
+    // The API is open (loopback, no key): the start form shows, no sign-in.
+    assert_eq!(eval(&page, &shown("start-form")).await, true);
+    assert_eq!(
+        eval(&page, "document.getElementById('key-form').hidden").await,
+        true
+    );
     // Type the URL into the box and press Start, as a person does.
     let url_box = page.find_element("#url").await.expect("URL box");
     url_box.click().await.expect("focus");
@@ -193,6 +199,100 @@ async fn the_landing_page_starts_a_session() {
     );
     let sessions = server.http.request("GET", "/api/sessions", None).await.1;
     assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1));
+    viewer.close().await;
+    server.stop().await;
+}
+
+/// Script that resolves once element `id` is no longer hidden.
+fn shown(id: &str) -> String {
+    format!(
+        "new Promise(r => {{ const el = document.getElementById('{id}'); if (!el.hidden) return r(true); \
+         new MutationObserver((_, o) => {{ if (!el.hidden) {{ o.disconnect(); r(true); }} }}).observe(el, {{attributes: true}}); }})"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_signs_in_with_an_api_key() {
+    let site = TestSite::start().await;
+    let mut config = support::test_config();
+    config.api_keys = vec!["landing-key-0123456789".into()];
+    let server = TestServer::start_with(config).await;
+    let viewer = ViewerBrowser::launch(1280, 900).await;
+    let page = viewer
+        .browser
+        .new_page(server.url("/").as_str())
+        .await
+        .expect("landing page");
+    // A keyed server: the sign-in form shows, the start form does not.
+    assert_eq!(eval(&page, &shown("key-form")).await, true);
+    assert_eq!(
+        eval(&page, "document.getElementById('start-form').hidden").await,
+        true
+    );
+    let key_box = page.find_element("#api-key").await.expect("key box");
+    key_box.click().await.expect("focus");
+    key_box
+        .type_str("wrong-key-0123456789")
+        .await
+        .expect("type");
+    page.find_element("#sign-in")
+        .await
+        .expect("Sign in")
+        .click()
+        .await
+        .expect("press");
+    assert_eq!(eval(&page, &shown("key-error")).await, true);
+    assert_eq!(
+        eval(&page, "document.getElementById('start-form').hidden").await,
+        true
+    );
+    key_box.click().await.expect("focus");
+    key_box
+        .type_str("landing-key-0123456789")
+        .await
+        .expect("type");
+    page.find_element("#sign-in")
+        .await
+        .expect("Sign in")
+        .click()
+        .await
+        .expect("press");
+    assert_eq!(eval(&page, &shown("start-form")).await, true);
+    // Signed in: Start creates a session with the key and lands on the owner's page.
+    let url_box = page.find_element("#url").await.expect("URL box");
+    url_box.click().await.expect("focus");
+    url_box
+        .type_str(site.url("/color"))
+        .await
+        .expect("type URL");
+    let mut navigations = page
+        .event_listener::<chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated>()
+        .await
+        .expect("navigation events");
+    page.find_element("#start")
+        .await
+        .expect("Start")
+        .click()
+        .await
+        .expect("press Start");
+    let arrived = async {
+        while let Some(event) = navigations.next().await {
+            if event.frame.parent_id.is_none() && event.frame.url.contains("/s/") {
+                return;
+            }
+        }
+        panic!("viewer closed");
+    };
+    tokio::time::timeout(support::WAIT, arrived)
+        .await
+        .expect("navigates in time");
+    painted(&page, 0).await;
+    assert_eq!(eval(&page, "window.cobrowse.role").await, "owner");
+    // The key stays in that tab: a request without it is still refused.
+    assert_eq!(
+        server.http.request("GET", "/api/sessions", None).await.0,
+        401
+    );
     viewer.close().await;
     server.stop().await;
 }

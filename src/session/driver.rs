@@ -822,6 +822,8 @@ impl Driver {
     async fn finish(&self, attached: Option<Attached>, screen_task: tokio::task::JoinHandle<()>) {
         let reason = self.handle.end_reason();
         info!(%reason, "session ending");
+        self.handle
+            .audit("session.ended", serde_json::json!({ "reason": reason }));
         if let Some(attached) = attached {
             let (browser, _) = attached.detach().await;
             browser.close(self.close_grace).await;
@@ -863,6 +865,7 @@ impl Driver {
     /// Applies a change to the page info and tells everyone when something changed; the active
     /// tab's strip entry follows its URL and title.
     fn update_page(&self, change: impl FnOnce(&mut PageInfo)) {
+        let mut navigated = None;
         let (changed, tab_changed) = {
             let mut state = self.handle.state();
             let before = state.page.clone();
@@ -876,8 +879,15 @@ impl Driver {
                 }
                 None => false,
             };
+            if page.url != before.url {
+                navigated = Some(page.url.clone());
+            }
             ((page != before).then_some(page), tab_changed)
         };
+        if let Some(url) = navigated {
+            self.handle
+                .audit("page.navigated", serde_json::json!({ "url": url }));
+        }
         if let Some(page) = changed {
             self.handle.broadcast(&ServerMessage::Page(&page));
         }

@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
+use crate::audit::Audit;
 use crate::browser::{Browser, PageHandle};
+use crate::capability::{self, Claims, LinkBook, LinkEntry, MintError, Secret, TokenError};
 use crate::config::Viewport;
 use crate::control::{Actor, Control, ControlView, Outcome, Refusal};
 use crate::encode::EncodeCache;
@@ -26,7 +28,6 @@ use crate::protocol::{
 use crate::protocol::{Links, ServerMessage};
 use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::tabs::{TabInfo, Tabs};
-use crate::token::constant_time_eq;
 
 mod driver;
 pub use driver::POLL_EVERY;
@@ -58,6 +59,15 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "controller" => Some(Role::Controller),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Owner => "owner",
@@ -78,38 +88,6 @@ impl Role {
 
     pub fn can_input(self) -> bool {
         matches!(self, Role::Owner | Role::Controller)
-    }
-}
-
-/// The join capability of each role. Secret: never logged, never sent to other roles.
-pub struct Tokens {
-    pub owner: String,
-    pub controller: String,
-    pub viewer: String,
-}
-
-impl Tokens {
-    /// The token of `role`, replaced by `fresh`: links with the old one stop working.
-    fn rotate(&mut self, role: Role, fresh: String) {
-        match role {
-            Role::Owner => self.owner = fresh,
-            Role::Controller => self.controller = fresh,
-            Role::Viewer => self.viewer = fresh,
-        }
-    }
-
-    /// The role a token grants. Compares against every role's token in constant time.
-    pub fn role_of(&self, token: &str) -> Option<Role> {
-        let t = token.as_bytes();
-        let owner = constant_time_eq(t, self.owner.as_bytes());
-        let controller = constant_time_eq(t, self.controller.as_bytes());
-        let viewer = constant_time_eq(t, self.viewer.as_bytes());
-        match (owner, controller, viewer) {
-            (true, _, _) => Some(Role::Owner),
-            (_, true, _) => Some(Role::Controller),
-            (_, _, true) => Some(Role::Viewer),
-            _ => None,
-        }
     }
 }
 
@@ -208,6 +186,8 @@ struct Member {
     removed: CancellationToken,
     /// Messages for this participant alone (a `<select>` popup they opened).
     direct: mpsc::Sender<Arc<str>>,
+    /// Id of the join link they came in with (revoked when they are removed).
+    grant: String,
 }
 
 impl Member {
@@ -379,8 +359,15 @@ struct Shared {
     viewport: Mutex<Viewport>,
     /// Device pixels per CSS pixel of the screen (fixed per session).
     scale: f64,
-    /// Rotated when a participant is removed, so that their link stops working.
-    tokens: Mutex<Tokens>,
+    /// The join links minted for this session; a link is revoked when its participant is
+    /// removed (a default link is then replaced) or through the API.
+    links: Mutex<LinkBook>,
+    /// Signs join links (the server's).
+    secret: Secret,
+    /// How long new default links admit people.
+    link_ttl: Duration,
+    /// The deployment's audit log.
+    audit: Arc<Audit>,
     /// Bumped when a join link changes; owners' writers send the new links.
     links_changed: watch::Sender<u64>,
     /// Where each participant points, in page CSS pixels (latest wins: state, not events).
@@ -477,7 +464,12 @@ pub struct NewSession {
     pub start_url: String,
     pub viewport: Viewport,
     pub scale: f64,
-    pub tokens: Tokens,
+    pub secret: Secret,
+    /// The default links, one per role, minted by the registry.
+    pub links: LinkBook,
+    /// Lifetime of the default links minted at creation (and of their replacements).
+    pub link_ttl: Duration,
+    pub audit: Arc<Audit>,
     pub links_base: String,
     pub max_participants: usize,
     pub idle_timeout: Duration,
@@ -514,7 +506,10 @@ impl SessionHandle {
             start_url: new.start_url.clone(),
             viewport: Mutex::new(new.viewport),
             scale: new.scale,
-            tokens: Mutex::new(new.tokens),
+            links: Mutex::new(new.links),
+            secret: new.secret,
+            link_ttl: new.link_ttl,
+            audit: new.audit,
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
@@ -599,23 +594,149 @@ impl SessionHandle {
         lock(&self.shared.state)
     }
 
-    pub fn role_of(&self, token: &str) -> Option<Role> {
-        lock(&self.shared.tokens).role_of(token)
+    /// The role and link id a join token grants: signed by this server, for this session, not
+    /// expired, and a live link of this session's book.
+    pub fn admit(&self, token: &str) -> Result<(Role, String), TokenError> {
+        let claims = capability::verify(&self.shared.secret, token, SystemTime::now())?;
+        if claims.session != self.shared.id {
+            return Err(TokenError::OtherSession);
+        }
+        lock(&self.shared.links).admits(&claims)?;
+        Ok((claims.role, claims.link))
     }
 
+    fn url_of(&self, entry: &LinkEntry) -> String {
+        let token = capability::mint(
+            &self.shared.secret,
+            &Claims {
+                session: self.shared.id.clone(),
+                link: entry.id.clone(),
+                role: entry.role,
+                expires: entry.expires,
+            },
+        );
+        format!(
+            "{}/s/{}#token={token}",
+            self.shared.links_base, self.shared.id
+        )
+    }
+
+    /// The current default link of each role (what Share shows the owner).
     pub fn links(&self) -> Links {
-        let link = |token: &str| {
-            format!(
-                "{}/s/{}#token={}",
-                self.shared.links_base, self.shared.id, token
-            )
+        let book = lock(&self.shared.links);
+        let link = |role| {
+            book.default_of(role)
+                .map(|e| self.url_of(e))
+                .unwrap_or_default()
         };
-        let t = lock(&self.shared.tokens);
         Links {
-            owner: link(&t.owner),
-            controller: link(&t.controller),
-            viewer: link(&t.viewer),
+            owner: link(Role::Owner),
+            controller: link(Role::Controller),
+            viewer: link(Role::Viewer),
         }
+    }
+
+    /// When the earliest default link stops admitting people (Unix seconds).
+    pub fn default_links_expire(&self) -> u64 {
+        let book = lock(&self.shared.links);
+        [Role::Owner, Role::Controller, Role::Viewer]
+            .into_iter()
+            .filter_map(|r| book.default_of(r).map(|e| e.expires))
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn link_view(&self, e: &LinkEntry) -> serde_json::Value {
+        let live = !e.revoked && e.expires > capability::unix_secs(SystemTime::now());
+        serde_json::json!({
+            "id": e.id,
+            "role": e.role.as_str(),
+            "label": e.label,
+            "expiresAt": e.expires,
+            "revoked": e.revoked,
+            "default": e.default,
+            "url": live.then(|| self.url_of(e)),
+        })
+    }
+
+    /// Every link minted for the session, for the API (URLs of live links only).
+    pub fn link_views(&self) -> Vec<serde_json::Value> {
+        let book = lock(&self.shared.links);
+        book.entries().iter().map(|e| self.link_view(e)).collect()
+    }
+
+    /// A new link for `role`, recorded in the audit log as minted `by`.
+    pub fn mint_link(
+        &self,
+        role: Role,
+        ttl: Duration,
+        label: Option<String>,
+        by: &str,
+    ) -> Result<serde_json::Value, MintError> {
+        let entry = lock(&self.shared.links).mint(role, ttl, label, false, SystemTime::now())?;
+        self.audit(
+            "link.minted",
+            serde_json::json!({"link": entry.id, "role": role.as_str(), "expiresAt": entry.expires, "by": by}),
+        );
+        Ok(self.link_view(&entry))
+    }
+
+    /// Revokes a link: it admits nobody from now on, whoever joined with it is disconnected, and
+    /// a revoked default link is replaced by a fresh one (owners get the new links). `false`
+    /// for an unknown link.
+    pub fn revoke_link(&self, link: &str, by: &str) -> bool {
+        let Some(entry) = lock(&self.shared.links).revoke(link) else {
+            return false;
+        };
+        let disconnected: Vec<String> = {
+            let state = self.state();
+            state
+                .participants
+                .iter()
+                .filter(|(_, m)| m.grant == entry.id)
+                .map(|(id, m)| {
+                    m.removed.cancel();
+                    id.clone()
+                })
+                .collect()
+        };
+        let replaced = entry.default && self.replace_default(entry.role);
+        self.audit(
+            "link.revoked",
+            serde_json::json!({"link": entry.id, "role": entry.role.as_str(), "by": by, "disconnected": disconnected, "replaced": replaced}),
+        );
+        info!(session_id = %self.id(), link = %entry.id, role = entry.role.as_str(), disconnected = disconnected.len(), "join link revoked");
+        true
+    }
+
+    /// Mints a new default link for `role`; `false` if the book is full (the role then has no
+    /// default link until one is revoked… which frees no room: the owner mints through the API).
+    fn replace_default(&self, role: Role) -> bool {
+        let minted = lock(&self.shared.links).mint(
+            role,
+            self.shared.link_ttl,
+            None,
+            true,
+            SystemTime::now(),
+        );
+        match minted {
+            Ok(_) => {
+                self.shared.links_changed.send_modify(|n| *n += 1);
+                true
+            }
+            Err(e) => {
+                warn!(session_id = %self.id(), role = role.as_str(), error = %e, "no new default link");
+                false
+            }
+        }
+    }
+
+    /// Records an audit event of this session.
+    pub fn audit(&self, event: &'static str, mut fields: serde_json::Value) {
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("session".into(), self.shared.id.clone().into());
+        }
+        self.shared.audit.record(event, fields);
     }
 
     pub fn viewport(&self) -> Viewport {
@@ -779,7 +900,14 @@ impl SessionHandle {
 
     /// Adds a participant under `name` (cleaned; a default from the role when absent or empty).
     /// The returned guard removes it when dropped.
-    pub fn join(&self, role: Role, name: Option<&str>) -> Result<Participant, JoinError> {
+    /// Adds a participant who came in with join link `grant` from `remote` (for the audit log).
+    pub fn join(
+        &self,
+        role: Role,
+        name: Option<&str>,
+        grant: &str,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<Participant, JoinError> {
         if self.shared.cancel.is_cancelled() {
             return Err(JoinError::Ended);
         }
@@ -805,6 +933,7 @@ impl SessionHandle {
                 link: Arc::new(LinkStats::default()),
                 removed: CancellationToken::new(),
                 direct: direct_tx,
+                grant: grant.to_string(),
             };
             let entry = member.entry(&id);
             let participant = Participant {
@@ -816,6 +945,7 @@ impl SessionHandle {
                 link: member.link.clone(),
                 removed: member.removed.clone(),
                 direct: Mutex::new(Some(direct_rx)),
+                typed: InputCounts::default(),
             };
             state.participants.insert(id, member);
             (participant, state.participants.len(), entry)
@@ -826,6 +956,16 @@ impl SessionHandle {
         });
         self.broadcast_presence();
         info!(session_id = %self.id(), participant = %participant.id, role = role.as_str(), "participant joined");
+        self.audit(
+            "participant.joined",
+            serde_json::json!({
+                "participant": participant.id,
+                "name": participant.name,
+                "role": role.as_str(),
+                "link": grant,
+                "remote": remote.map(|a| a.ip().to_string()),
+            }),
+        );
         Ok(participant)
     }
 
@@ -876,21 +1016,22 @@ impl SessionHandle {
     /// Removes a participant: their connection is closed and the join link of their role is
     /// replaced, so the link they used no longer works (the owner gets the new links). Others of
     /// that role stay connected. The owner cannot be removed.
-    pub fn remove(&self, id: &str) -> Result<(), RemoveError> {
-        let role = {
+    pub fn remove(&self, id: &str, by: &str) -> Result<(), RemoveError> {
+        let (role, grant) = {
             let state = self.state();
             let member = state.participants.get(id).ok_or(RemoveError::NotFound)?;
             if member.role == Role::Owner {
                 return Err(RemoveError::Owner);
             }
             member.removed.cancel();
-            member.role
+            (member.role, member.grant.clone())
         };
-        let fresh = crate::token::random_string(crate::token::TOKEN_BYTES)
-            .map_err(|_| RemoveError::Random)?;
-        lock(&self.shared.tokens).rotate(role, fresh);
-        self.shared.links_changed.send_modify(|n| *n += 1);
-        info!(session_id = %self.id(), participant = %id, role = role.as_str(), "participant removed; their role's link replaced");
+        info!(session_id = %self.id(), participant = %id, role = role.as_str(), "participant removed; the link they used is revoked");
+        self.audit(
+            "participant.removed",
+            serde_json::json!({ "participant": id, "role": role.as_str(), "by": by }),
+        );
+        self.revoke_link(&grant, by);
         Ok(())
     }
 
@@ -920,6 +1061,18 @@ impl SessionHandle {
                 ControlAction::Policy { policy } => c.set_policy(actor, *policy, now)?,
             }
         };
+        if outcome != Outcome::Unchanged {
+            let view = self.control();
+            self.audit(
+                "control.changed",
+                serde_json::json!({
+                    "participant": p.id(),
+                    "action": action.name(),
+                    "policy": view.policy.as_str(),
+                    "holder": view.holder,
+                }),
+            );
+        }
         self.control_changed(outcome);
         Ok(())
     }
@@ -929,6 +1082,10 @@ impl SessionHandle {
         let outcome = lock(&self.shared.control).tick(Instant::now());
         if outcome == Outcome::Changed {
             info!(session_id = %self.id(), "control released: its holder was idle");
+            self.audit(
+                "control.changed",
+                serde_json::json!({ "action": "idle-release" }),
+            );
         }
         self.control_changed(outcome);
     }
@@ -1052,6 +1209,10 @@ impl SessionHandle {
     pub fn navigate(&self, p: &Participant, typed: &str) -> Result<(), String> {
         let url = typed_url(typed)?;
         info!(session_id = %self.id(), participant = %p.id(), %url, "navigating (URL bar)");
+        self.audit(
+            "page.navigate-requested",
+            serde_json::json!({ "participant": p.id(), "url": url }),
+        );
         self.page().navigate(&url);
         Ok(())
     }
@@ -1115,8 +1276,12 @@ impl SessionHandle {
             }
             Err(_) => Err("the browser did not answer in time".to_string()),
         };
-        if result.is_err() {
-            self.state().dialog_answered_by = None;
+        match &result {
+            Ok(()) => self.audit(
+                "dialog.answered",
+                serde_json::json!({ "participant": p.id(), "dialog": id, "accepted": accept }),
+            ),
+            Err(_) => self.state().dialog_answered_by = None,
         }
         result
     }
@@ -1298,6 +1463,14 @@ impl SessionHandle {
             }
         };
         let dir = self.shared.files.path().join(n.to_string());
+        self.audit(
+            "file.uploaded",
+            serde_json::json!({
+                "participant": open.opener,
+                "files": files.len(),
+                "bytes": files.iter().map(|(_, d)| d.len() as u64).sum::<u64>(),
+            }),
+        );
         let write = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || {
@@ -1410,6 +1583,10 @@ impl SessionHandle {
             }
         }
         info!(session_id = %self.id(), refused, "the page started a download");
+        self.audit(
+            "download.started",
+            serde_json::json!({ "refused": refused }),
+        );
         self.broadcast_downloads();
         refused
     }
@@ -1453,6 +1630,10 @@ impl SessionHandle {
         };
         if changed {
             info!(session_id = %self.id(), bytes = received, done, cancel, "download finished");
+            self.audit(
+                "download.finished",
+                serde_json::json!({ "bytes": received, "done": done, "overLimit": cancel }),
+            );
             self.broadcast_downloads();
         }
         if cancel {
@@ -1488,6 +1669,10 @@ impl SessionHandle {
         let json = ServerMessage::Clipboard { text }.to_json();
         let sent = member.direct.try_send(Arc::from(json)).is_ok();
         info!(session_id = %self.id(), participant = ?state.last_actor, chars = text.chars().count(), sent, "text copied out of the page");
+        self.audit(
+            "clipboard.copied",
+            serde_json::json!({ "participant": state.last_actor, "chars": text.chars().count(), "delivered": sent }),
+        );
     }
 
     /// `p`'s choice in popup `id`: option `index`, or `None` to close it unchanged. The caller
@@ -1578,6 +1763,35 @@ pub struct Participant {
     removed: CancellationToken,
     /// Messages for this participant alone; taken by its writer.
     direct: Mutex<Option<mpsc::Receiver<Arc<str>>>>,
+    /// What they sent into the page, counted for the audit log (never what it was).
+    pub typed: InputCounts,
+}
+
+/// Input a participant sent into the page, by kind; written by their reader task.
+#[derive(Debug, Default)]
+pub struct InputCounts {
+    pub keys: AtomicU64,
+    /// Characters of text inserted (typed through an IME, pasted).
+    pub text_chars: AtomicU64,
+    pub clicks: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl InputCounts {
+    /// Counts one input.
+    pub fn count(&self, input: &Input) {
+        let counter = match input {
+            Input::Key(k) if k.kind != KeyKind::KeyUp => &self.keys,
+            Input::Mouse { kind, .. } if *kind == MouseKind::Pressed => &self.clicks,
+            Input::Text(t) => {
+                self.text_chars
+                    .fetch_add(t.chars().count() as u64, Ordering::Relaxed);
+                return;
+            }
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a participant could not be removed.
@@ -1587,8 +1801,6 @@ pub enum RemoveError {
     NotFound,
     #[error("the owner cannot be removed")]
     Owner,
-    #[error("no randomness for a new link")]
-    Random,
 }
 
 impl Participant {
@@ -1654,6 +1866,18 @@ impl Drop for Participant {
         });
         self.session.broadcast_presence();
         info!(session_id = %self.session.id(), participant = %self.id, "participant left");
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.session.audit(
+            "participant.left",
+            serde_json::json!({
+                "participant": self.id,
+                "removed": self.removed.is_cancelled(),
+                "keys": n(&self.typed.keys),
+                "textChars": n(&self.typed.text_chars),
+                "clicks": n(&self.typed.clicks),
+                "otherInput": n(&self.typed.other),
+            }),
+        );
     }
 }
 

@@ -9,6 +9,49 @@ const widthInput = document.getElementById('width');
 const heightInput = document.getElementById('height');
 const startButton = document.getElementById('start');
 const errorBox = document.getElementById('error');
+const keyForm = document.getElementById('key-form');
+const keyInput = document.getElementById('api-key');
+const keyError = document.getElementById('key-error');
+
+// The API key this tab signed in with (sessionStorage: gone when the tab closes).
+const KEY_STORE = 'cobrowse.apiKey';
+
+function apiHeaders() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+/** Asks the server whether this tab may use the API; shows the start form or the sign-in form. */
+async function checkAccess() {
+  let status = 0;
+  try {
+    status = (await fetch('/api/auth', { headers: apiHeaders() })).status;
+  } catch {
+    status = 0;
+  }
+  const allowed = status === 200;
+  if (status === 401) sessionStorage.removeItem(KEY_STORE);
+  form.hidden = !allowed;
+  keyForm.hidden = allowed || status !== 401;
+  if (allowed) urlInput.focus();
+  else if (status === 401) keyInput.focus();
+  else {
+    form.hidden = false;
+    showError('Could not reach the server. Check your connection and try again.');
+  }
+  return status;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  keyError.hidden = true;
+  sessionStorage.setItem(KEY_STORE, keyInput.value.trim());
+  keyInput.value = '';
+  if ((await checkAccess()) === 401) {
+    keyError.textContent = 'That key was not accepted.';
+    keyError.hidden = false;
+  }
+}
 
 /** Completes a bare host ("example.com/path") with https://; anything with a scheme is left to the server to judge. */
 export function normalizeUrl(raw) {
@@ -44,7 +87,7 @@ async function start(event) {
   try {
     const res = await fetch('/api/sessions', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...apiHeaders() },
       body: JSON.stringify({
         url,
         width: dimension(widthInput, DEFAULT_WIDTH),
@@ -57,6 +100,9 @@ async function start(event) {
       location.href = body.links.owner;
       return; // keep the button disabled while the browser navigates
     }
+    if (res.status === 401) {
+      await checkAccess();
+    }
     showError(body?.error || `The server answered ${res.status} ${res.statusText}`.trim());
   } catch {
     showError('Could not reach the server. Check your connection and try again.');
@@ -66,3 +112,5 @@ async function start(event) {
 }
 
 form.addEventListener('submit', start);
+keyForm.addEventListener('submit', signIn);
+checkAccess();
