@@ -284,10 +284,7 @@ fn authorize(
         Ok((role, link)) => Ok((session, role, link)),
         Err(reason) => {
             info!(session_id = %session.id(), %reason, "join link refused");
-            session.audit(
-                "link.refused",
-                serde_json::json!({ "reason": reason.to_string() }),
-            );
+            session.audit_refusal(reason);
             Err(refused)
         }
     }

@@ -368,6 +368,8 @@ struct Shared {
     link_ttl: Duration,
     /// The deployment's audit log.
     audit: Arc<Audit>,
+    /// Refused join attempts that may be audited, and how many were not since the last one.
+    refusals: Mutex<(people::RateLimit, u64)>,
     /// Bumped when a join link changes; owners' writers send the new links.
     links_changed: watch::Sender<u64>,
     /// Where each participant points, in page CSS pixels (latest wins: state, not events).
@@ -510,6 +512,7 @@ impl SessionHandle {
             secret: new.secret,
             link_ttl: new.link_ttl,
             audit: new.audit,
+            refusals: Mutex::new((people::RateLimit::new(20.0, 1.0, Instant::now()), 0)),
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
@@ -709,8 +712,8 @@ impl SessionHandle {
         true
     }
 
-    /// Mints a new default link for `role`; `false` if the book is full (the role then has no
-    /// default link until one is revoked… which frees no room: the owner mints through the API).
+    /// Mints a new default link for `role`; `false` if the book is full (revoked links keep
+    /// their place, so the role then has no working default link; logged).
     fn replace_default(&self, role: Role) -> bool {
         let minted = lock(&self.shared.links).mint(
             role,
@@ -728,6 +731,26 @@ impl SessionHandle {
                 warn!(session_id = %self.id(), role = role.as_str(), error = %e, "no new default link");
                 false
             }
+        }
+    }
+
+    /// Records a refused join link, at most a burst of 20 then one a second per session (a
+    /// guesser must not fill the disk); the next record says how many were left out.
+    pub fn audit_refusal(&self, reason: TokenError) {
+        let allowed = {
+            let mut r = lock(&self.shared.refusals);
+            if r.0.allow(Instant::now()) {
+                Some(std::mem::take(&mut r.1))
+            } else {
+                r.1 += 1;
+                None
+            }
+        };
+        if let Some(suppressed) = allowed {
+            self.audit(
+                "link.refused",
+                serde_json::json!({ "reason": reason.to_string(), "suppressedBefore": suppressed }),
+            );
         }
     }
 
