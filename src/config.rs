@@ -228,6 +228,15 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "COBROWSE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Addresses of reverse proxies in front of cobrowse (comma-separated or repeated): for
+    /// connections from them, the audit log records the client address their X-Forwarded-For
+    /// names instead of theirs.
+    #[arg(
+        long = "trusted-proxy",
+        env = "COBROWSE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Audit log: a file path, '-' for standard output, or 'off'. Default: audit.jsonl in the
     /// data directory.
     #[arg(long, env = "COBROWSE_AUDIT_LOG")]
@@ -271,6 +280,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Where audit lines go.
     pub audit: crate::audit::Sink,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (for the audit log's addresses).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -300,6 +311,7 @@ impl Config {
             allowed_origins: Vec::new(),
             tls: None,
             audit: crate::audit::Sink::Off,
+            trusted_proxies: Vec::new(),
             fault_stall_screencast: false,
         }
     }
@@ -414,6 +426,16 @@ impl Config {
             allowed_origins,
             tls,
             audit,
+            trusted_proxies: args
+                .trusted_proxies
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    p.trim()
+                        .parse()
+                        .map_err(|_| format!("--trusted-proxy: '{p}' is not an IP address"))
+                })
+                .collect::<Result<_, _>>()?,
             fault_stall_screencast: false,
         })
     }
@@ -587,6 +609,7 @@ mod tests {
             &["--allowed-origin", "https://x.example.com/path"],
             &["--allowed-origin", "javascript:alert(1)"],
             &["--secret", "too-short"],
+            &["--trusted-proxy", "nginx"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");

@@ -114,7 +114,8 @@ pub async fn upgrade(
     };
     // A malformed query string costs the name, not the join.
     let name = query.ok().and_then(|Query(q)| q.name);
-    let participant = match session.join(role, name.as_deref(), &link, Some(remote)) {
+    let client = client_address(remote, &headers, &app.config.trusted_proxies);
+    let participant = match session.join(role, name.as_deref(), &link, Some(client)) {
         Ok(p) => p,
         Err(JoinError::Full) => {
             return AppError::Unavailable("participant limit reached".into()).into_response()
@@ -262,6 +263,33 @@ pub fn authorize_request(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     authorize(app, id, token)
+}
+
+/// The client's address for the audit log: the peer's, or, when the peer is a trusted reverse
+/// proxy, the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries
+/// further left were written by the client and prove nothing).
+pub fn client_address(
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .map(|entry| entry.parse::<std::net::IpAddr>().ok())
+        .find(|ip| ip.is_none_or(|ip| !trusted.contains(&ip)))
+        .flatten()
+        .unwrap_or(peer.ip())
 }
 
 /// Every refusal is the same 401 whatever the reason (a wrong signature, another session's
@@ -996,6 +1024,42 @@ mod tests {
             h.append(k.clone(), HeaderValue::from_str(v).expect("header"));
         }
         h
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let proxy: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let stranger: std::net::SocketAddr = "203.0.113.9:5000".parse().expect("addr");
+        let trusted = [
+            "127.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        ];
+        let forwarded = headers(&[(
+            header::HeaderName::from_static("x-forwarded-for"),
+            "6.6.6.6, 198.51.100.7, 10.0.0.2",
+        )]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        // Through two trusted proxies: the address the first one saw.
+        assert_eq!(
+            client_address(proxy, &forwarded, &trusted),
+            ip("198.51.100.7")
+        );
+        // Not from a trusted proxy: the header is the client's own word.
+        assert_eq!(
+            client_address(stranger, &forwarded, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_address(proxy, &forwarded, &[]), ip("127.0.0.1"));
+        // Garbage in the right-most place: the proxy's own address, not a guess.
+        let garbage = headers(&[(
+            header::HeaderName::from_static("x-forwarded-for"),
+            "1.2.3.4, nonsense",
+        )]);
+        assert_eq!(client_address(proxy, &garbage, &trusted), ip("127.0.0.1"));
+        assert_eq!(
+            client_address(proxy, &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -929,7 +929,7 @@ impl SessionHandle {
         role: Role,
         name: Option<&str>,
         grant: &str,
-        remote: Option<std::net::SocketAddr>,
+        remote: Option<std::net::IpAddr>,
     ) -> Result<Participant, JoinError> {
         if self.shared.cancel.is_cancelled() {
             return Err(JoinError::Ended);
@@ -986,7 +986,7 @@ impl SessionHandle {
                 "name": participant.name,
                 "role": role.as_str(),
                 "link": grant,
-                "remote": remote.map(|a| a.ip().to_string()),
+                "remote": remote.map(|a| a.to_string()),
             }),
         );
         Ok(participant)
