@@ -82,6 +82,7 @@ impl Raw {
             scale: 1.0,
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
             fault_stall_screencast: false,
+            proxy: None,
         })
         .await
         .expect("launch");

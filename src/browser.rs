@@ -107,6 +107,9 @@ pub struct LaunchOptions {
     pub jpeg_quality: u8,
     /// Test fault injection: drop every screencast frame after the first (see `Config`).
     pub fault_stall_screencast: bool,
+    /// The session's egress proxy (see [`crate::egress`]): every connection of the browser
+    /// goes through it. `None` only for tools that launch a browser without a session.
+    pub proxy: Option<std::net::SocketAddr>,
 }
 
 /// Something that happened to the session's page (see [`Browser::page_events`]).
@@ -221,6 +224,9 @@ impl Browser {
                     "disable-features",
                     ["PaintHolding", "PaintHoldingCrossOrigin"].as_slice(),
                 ));
+            if let Some(proxy) = options.proxy {
+                builder = builder.args(proxy_flags(proxy));
+            }
             if options.scale != 1.0 {
                 builder = builder.arg(format!("force-device-scale-factor={}", options.scale));
             }
@@ -1167,6 +1173,19 @@ fn cdp_button(button: MouseButton) -> CdpMouseButton {
         MouseButton::Middle => CdpMouseButton::Middle,
         MouseButton::Right => CdpMouseButton::Right,
     }
+}
+
+/// The flags that send every connection of the browser through the egress proxy at `proxy`.
+/// Without `<-loopback>` Chromium connects to loopback addresses directly (its implicit bypass
+/// rules), which would leave the server's own ports open to every page. WebRTC is the one
+/// network path that ignores the proxy: its UDP would reach private addresses directly, so only
+/// proxied (TCP) WebRTC is allowed. The page cannot see or change these settings.
+fn proxy_flags(proxy: std::net::SocketAddr) -> Vec<String> {
+    vec![
+        format!("proxy-server=http://{proxy}"),
+        "proxy-bypass-list=<-loopback>".to_string(),
+        "force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
+    ]
 }
 
 /// Writes a launcher script that starts Chromium with `setpriv --pdeathsig KILL`, so the kernel

@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::egress::EgressPolicy;
 
 /// Address the embedded default listens on: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -51,6 +54,10 @@ pub const MAX_VIEWPORT: Viewport = Viewport {
     width: 3840,
     height: 2160,
 };
+
+/// Whether only `--allow` entries are reachable (`--allow-only`). Off: the public internet is open
+/// and the ranges of [`crate::egress::DEFAULT_BLOCKED`] are closed.
+pub const DEFAULT_ALLOW_ONLY: bool = false;
 
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
@@ -162,6 +169,20 @@ pub struct ServeArgs {
     /// refuses downloads.
     #[arg(long, env = "COBROWSE_MAX_DOWNLOAD_MIB", default_value_t = DEFAULT_MAX_DOWNLOAD_MIB)]
     pub max_download_mib: u64,
+    /// A destination the session browser may reach although the default policy blocks it
+    /// (loopback, private, link-local, CGNAT …): a host (`intranet.example`), a wildcard domain
+    /// (`*.corp.example`), an IP or CIDR (`10.1.0.0/16`), each with an optional `:port`, or a
+    /// URL prefix (`https://bank.example/app/`). Repeatable, or comma-separated. Default: none.
+    #[arg(long = "allow", env = "COBROWSE_ALLOW", value_delimiter = ',', value_name = "ENTRY")]
+    pub allow: Vec<String>,
+    /// A destination the session browser may never reach (same forms as --allow); deny always
+    /// wins over allow. Repeatable, or comma-separated. Default: none.
+    #[arg(long = "deny", env = "COBROWSE_DENY", value_delimiter = ',', value_name = "ENTRY")]
+    pub deny: Vec<String>,
+    /// Only the --allow entries are reachable: the public internet is closed too (kiosks,
+    /// a bank's own sites). Default: off.
+    #[arg(long, env = "COBROWSE_ALLOW_ONLY", default_value_t = DEFAULT_ALLOW_ONLY)]
+    pub allow_only: bool,
 }
 
 /// The validated configuration of a server.
@@ -181,6 +202,9 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Largest download, bytes; 0: downloads refused.
     pub max_download_bytes: u64,
+    /// What the session browsers may reach (`--allow`, `--deny`, `--allow-only`). Default:
+    /// the public internet, nothing private (see [`crate::egress`]).
+    pub egress: Arc<EgressPolicy>,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -204,6 +228,7 @@ impl Config {
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_MIB * MIB,
+            egress: Arc::new(EgressPolicy::default()),
             fault_stall_screencast: false,
         }
     }
@@ -261,6 +286,11 @@ impl Config {
                 .checked_mul(MIB)
                 .filter(|_| args.max_download_mib <= MAX_DOWNLOAD_MIB)
                 .ok_or_else(|| format!("--max-download-mib must be at most {MAX_DOWNLOAD_MIB}"))?,
+            egress: Arc::new(EgressPolicy::from_flags(
+                &args.allow,
+                &args.deny,
+                args.allow_only,
+            )?),
             fault_stall_screencast: false,
         })
     }
@@ -340,10 +370,37 @@ mod tests {
             &["--public-url", "ftp://x"],
             &["--public-url", "https://x/path"],
             &["--chromium", "/nonexistent/chromium"],
+            &["--allow", "10.0.0.1/8"],
+            &["--allow", "example.com,,x"],
+            &["--deny", "exa mple.com"],
+            &["--allow-only"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn egress_flags_repeat_and_split_on_commas() {
+        let c = Config::from_args(args(&[
+            "--allow",
+            "127.0.0.1:4000,*.corp.example",
+            "--allow",
+            "https://bank.example/app/",
+            "--deny",
+            "10.0.0.5",
+            "--allow-only",
+        ]))
+        .expect("valid");
+        let allow: Vec<_> = c.egress.allow().iter().map(|e| e.as_str()).collect();
+        assert_eq!(
+            allow,
+            ["127.0.0.1:4000", "*.corp.example", "https://bank.example/app/"]
+        );
+        assert_eq!(c.egress.deny().len(), 1);
+        assert!(c.egress.allow_only());
+        let d = Config::from_args(args(&[])).expect("valid");
+        assert_eq!(*d.egress, EgressPolicy::default());
     }
 
     #[test]

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::browser::{Browser, BrowserError, LaunchOptions};
 use crate::config::{Config, Viewport};
+use crate::egress::EgressProxy;
 use crate::session::{NewSession, SessionHandle, Tokens};
 use crate::token::{random_string, ID_BYTES, TOKEN_BYTES};
 
@@ -125,12 +127,20 @@ impl Registry {
             controller: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
             viewer: random_string(TOKEN_BYTES).map_err(CreateError::Random)?,
         };
+        // The proxy first: the browser is launched pointing at it, and it lives as long as the
+        // session (browser restarts included); dropping it (here on failure, or when the
+        // session's driver ends) stops it.
+        let (reports_tx, reports) = mpsc::channel(crate::egress::REPORT_QUEUE);
+        let egress = EgressProxy::start(Arc::clone(&self.config.egress), &id, reports_tx)
+            .await
+            .map_err(BrowserError::Profile)?;
         let browser = Browser::launch(LaunchOptions {
             chromium: self.config.chromium.clone(),
             viewport: request.viewport,
             scale: request.scale,
             jpeg_quality: self.config.jpeg_quality,
             fault_stall_screencast: self.config.fault_stall_screencast,
+            proxy: Some(egress.addr()),
         })
         .await?;
         if self.shutdown.is_cancelled() {
@@ -151,6 +161,8 @@ impl Registry {
             control_idle: request.control_idle,
             max_upload_bytes: self.config.max_upload_bytes,
             max_download_bytes: self.config.max_download_bytes,
+            egress,
+            egress_reports: reports,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -274,6 +274,11 @@ pub(super) struct Driver {
     crashes: std::sync::Mutex<std::collections::VecDeque<Instant>>,
     /// Participants' tab commands.
     commands: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    /// Requests the egress proxy blocked (see [`Driver::blocked`]).
+    blocked: tokio::sync::Mutex<mpsc::Receiver<crate::egress::BlockedRequest>>,
+    /// The last blocked request and when: a main-frame navigation that fails right after names
+    /// it on the explanation page. Written and read by the driver only.
+    last_blocked: std::sync::Mutex<Option<(crate::egress::BlockedRequest, Instant)>>,
 }
 
 impl Driver {
@@ -283,6 +288,7 @@ impl Driver {
         close_grace: Duration,
         frames: watch::Sender<Option<RawFrame>>,
         commands: mpsc::Receiver<Command>,
+        blocked: mpsc::Receiver<crate::egress::BlockedRequest>,
     ) -> Self {
         Driver {
             handle,
@@ -291,6 +297,8 @@ impl Driver {
             frames,
             crashes: std::sync::Mutex::new(std::collections::VecDeque::new()),
             commands: tokio::sync::Mutex::new(commands),
+            blocked: tokio::sync::Mutex::new(blocked),
+            last_blocked: std::sync::Mutex::new(None),
         }
     }
 

@@ -415,6 +415,8 @@ struct Shared {
     browser_pid: AtomicU32,
     /// Browser restarts after a crash (renderer or whole browser).
     restarts: AtomicU32,
+    /// Requests the egress proxy blocked; the proxy's own counter (it writes, the API reads).
+    blocked_requests: Arc<AtomicU64>,
     /// Fired to end the session (API, idle, browser death, server shutdown).
     cancel: CancellationToken,
     /// The server's shutdown token (the parent of `cancel`).
@@ -458,6 +460,8 @@ pub struct SessionInfo {
     pub browser_pid: Option<u32>,
     /// Times the browser or its renderer crashed and was restarted.
     pub restarts: u32,
+    /// Requests of the page the egress policy blocked.
+    pub blocked_requests: u64,
     pub page: PageInfo,
     pub tabs: Vec<TabInfo>,
     pub links: Links,
@@ -486,6 +490,11 @@ pub struct NewSession {
     pub control_idle: Duration,
     pub max_upload_bytes: u64,
     pub max_download_bytes: u64,
+    /// The session's egress proxy, already running (the browser was launched through it). It
+    /// stops when the session's driver ends.
+    pub egress: crate::egress::EgressProxy,
+    /// What the proxy blocked, for the driver (explanation page) and later the audit log.
+    pub egress_reports: mpsc::Receiver<crate::egress::BlockedRequest>,
 }
 
 impl SessionHandle {
@@ -554,6 +563,7 @@ impl SessionHandle {
             max_download_bytes: new.max_download_bytes,
             browser_pid: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
+            blocked_requests: new.egress.blocked_counter(),
             cancel: cancel.clone(),
             server_shutdown: server_shutdown.clone(),
             finished: CancellationToken::new(),
@@ -569,7 +579,9 @@ impl SessionHandle {
             new.close_grace,
             frames_tx,
             tab_rx,
+            new.egress_reports,
         );
+        let egress = new.egress;
         // Listeners are registered before anything can paint or navigate.
         let attached = match driver.attach(browser, input_rx).await {
             Ok(attached) => attached,
@@ -583,6 +595,8 @@ impl SessionHandle {
         tracker.spawn(
             async move {
                 driver.run(attached, screen_task).await;
+                // The browser is closed: nothing uses the proxy any more.
+                drop(egress);
                 on_finished(driver.handle.id());
                 driver.handle.shared.finished.cancel();
             }
@@ -771,6 +785,7 @@ impl SessionHandle {
             bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
             browser_pid: self.browser_pid(),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
+            blocked_requests: self.shared.blocked_requests.load(Ordering::Relaxed),
             page: self.page_info(),
             tabs: self.tabs().0,
             links: self.links(),
