@@ -29,7 +29,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
     EventJavascriptDialogClosed, EventJavascriptDialogOpening, EventNavigatedWithinDocument,
     EventScreencastFrame, FileChooserOpenedMode, GetLayoutMetricsParams,
     GetNavigationHistoryParams, HandleJavaScriptDialogParams, NavigateParams,
-    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams,
+    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams, SetDocumentContentParams,
     SetInterceptFileChooserDialogParams, StartScreencastFormat, StartScreencastParams,
     StopScreencastParams,
 };
@@ -131,6 +131,9 @@ pub enum PageEvent {
     DialogClosed { accepted: bool },
     /// The page's renderer process crashed: the page shows nothing until it is reloaded.
     Crashed,
+    /// The main frame shows Chromium's error page for `url` (a refused or failed load; it also
+    /// comes as [`PageEvent::Navigated`] to `url`).
+    LoadFailed { url: String },
     /// A file field asked for files (the page shows no picker: cobrowse intercepts it). `node`
     /// names the field for [`PageHandle::set_files`].
     FileChooser { node: i64, multiple: bool },
@@ -622,11 +625,28 @@ impl Browser {
         let navigated = page
             .event_listener::<EventFrameNavigated>()
             .await?
-            .filter_map(|e| async move {
-                e.frame.parent_id.is_none().then(|| PageEvent::Navigated {
-                    url: e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""),
-                    new_document: true,
-                })
+            .flat_map(|e| {
+                let events = if e.frame.parent_id.is_some() {
+                    Vec::new()
+                } else if let Some(failed) = &e.frame.unreachable_url {
+                    // Chromium's error page commits as `chrome-error://chromewebdata/`; the
+                    // participant reads the address that failed, as in a local browser.
+                    vec![
+                        PageEvent::Navigated {
+                            url: failed.clone(),
+                            new_document: true,
+                        },
+                        PageEvent::LoadFailed {
+                            url: failed.clone(),
+                        },
+                    ]
+                } else {
+                    vec![PageEvent::Navigated {
+                        url: e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""),
+                        new_document: true,
+                    }]
+                };
+                futures::stream::iter(events)
             });
         let is_main = main_frame(page);
         let within = page
@@ -758,6 +778,20 @@ impl PageHandle {
                 Err(e) => debug!(error = %e, "navigate command failed"),
             }
         });
+    }
+
+    /// Replaces the main frame's document with `html` (the explanation of a blocked address
+    /// over Chromium's error page); the URL stays the address that failed.
+    pub async fn show_document(&self, html: &str) -> Result<(), BrowserError> {
+        let frame = self
+            .page
+            .mainframe()
+            .await?
+            .ok_or_else(|| BrowserError::Config("the page has no main frame".into()))?;
+        self.page
+            .execute(SetDocumentContentParams::new(frame, html))
+            .await?;
+        Ok(())
     }
 
     /// Whether the page's history has entries before and after the current one.

@@ -173,11 +173,21 @@ pub struct ServeArgs {
     /// (loopback, private, link-local, CGNAT …): a host (`intranet.example`), a wildcard domain
     /// (`*.corp.example`), an IP or CIDR (`10.1.0.0/16`), each with an optional `:port`, or a
     /// URL prefix (`https://bank.example/app/`). Repeatable, or comma-separated. Default: none.
-    #[arg(long = "allow", env = "COBROWSE_ALLOW", value_delimiter = ',', value_name = "ENTRY")]
+    #[arg(
+        long = "allow",
+        env = "COBROWSE_ALLOW",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
     pub allow: Vec<String>,
     /// A destination the session browser may never reach (same forms as --allow); deny always
     /// wins over allow. Repeatable, or comma-separated. Default: none.
-    #[arg(long = "deny", env = "COBROWSE_DENY", value_delimiter = ',', value_name = "ENTRY")]
+    #[arg(
+        long = "deny",
+        env = "COBROWSE_DENY",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
     pub deny: Vec<String>,
     /// Only the --allow entries are reachable: the public internet is closed too (kiosks,
     /// a bank's own sites). Default: off.
@@ -395,7 +405,11 @@ mod tests {
         let allow: Vec<_> = c.egress.allow().iter().map(|e| e.as_str()).collect();
         assert_eq!(
             allow,
-            ["127.0.0.1:4000", "*.corp.example", "https://bank.example/app/"]
+            [
+                "127.0.0.1:4000",
+                "*.corp.example",
+                "https://bank.example/app/"
+            ]
         );
         assert_eq!(c.egress.deny().len(), 1);
         assert!(c.egress.allow_only());

@@ -148,12 +148,18 @@ pub const DEFAULT_BLOCKED: &[(Cidr, &str)] = &[
     (Cidr::v4(224, 0, 0, 0, 4), "multicast address"),
     // Includes the broadcast address 255.255.255.255.
     (Cidr::v4(240, 0, 0, 0, 4), "reserved or broadcast address"),
-    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "unspecified address"),
+    (
+        Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+        "unspecified address",
+    ),
     (
         Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
         "loopback address (this server)",
     ),
-    (Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "discard address"),
+    (
+        Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+        "discard address",
+    ),
     (
         Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
         "documentation address",
@@ -170,7 +176,10 @@ pub const DEFAULT_BLOCKED: &[(Cidr, &str)] = &[
         Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
         "site-local address",
     ),
-    (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), "multicast address"),
+    (
+        Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        "multicast address",
+    ),
 ];
 
 /// The address as policy sees it: an IPv6 address that carries an IPv4 one and reaches that
@@ -250,11 +259,13 @@ impl Entry {
                 .ok_or_else(|| fail("missing ']'".into()))?;
             let port = match after {
                 "" => None,
-                p => Some(parse_port(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| fail("expected ':port' after ']'".into()))?,
-                )
-                .map_err(fail)?),
+                p => Some(
+                    parse_port(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| fail("expected ':port' after ']'".into()))?,
+                    )
+                    .map_err(fail)?,
+                ),
             };
             let cidr = Cidr::parse(inside).map_err(fail)?;
             if !cidr.addr.is_ipv6() {
@@ -272,13 +283,14 @@ impl Entry {
             }
         };
         let first = host.chars().next().unwrap_or('-');
-        let target = if first.is_ascii_digit() && (host.contains('/') || host.parse::<IpAddr>().is_ok()) {
-            Target::Net(Cidr::parse(host).map_err(fail)?)
-        } else if let Some(domain) = host.strip_prefix("*.") {
-            Target::Subdomains(host_name(domain).map_err(fail)?)
-        } else {
-            Target::Host(host_name(host).map_err(fail)?)
-        };
+        let target =
+            if first.is_ascii_digit() && (host.contains('/') || host.parse::<IpAddr>().is_ok()) {
+                Target::Net(Cidr::parse(host).map_err(fail)?)
+            } else if let Some(domain) = host.strip_prefix("*.") {
+                Target::Subdomains(host_name(domain).map_err(fail)?)
+            } else {
+                Target::Host(host_name(host).map_err(fail)?)
+            };
         Ok(Entry {
             raw: s.to_string(),
             target,
@@ -426,7 +438,9 @@ impl fmt::Display for BlockReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BlockReason::Range { what, range } => write!(f, "{what} ({range})"),
-            BlockReason::Denied { entry } => write!(f, "denied by the deployment's policy ({entry})"),
+            BlockReason::Denied { entry } => {
+                write!(f, "denied by the deployment's policy ({entry})")
+            }
             BlockReason::NotAllowed => {
                 f.write_str("not on this deployment's list of allowed destinations")
             }
@@ -590,7 +604,7 @@ pub fn blocked_page(what: &str, reason: &str) -> String {
     let what = html_escape(what);
     let reason = html_escape(reason);
     format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>Blocked by cobrowse</title></head>\
+        "<!doctype html><html><head><meta charset=utf-8><title>Blocked: {reason}</title></head>\
 <body style=\"font:16px/1.5 sans-serif;margin:40px;color:#222\">\
 <h1 style=\"font-size:22px\">This address is blocked</h1>\
 <p id=cobrowse-blocked>cobrowse blocked {what}: {reason}.</p>\
@@ -814,7 +828,12 @@ async fn serve(mut client: TcpStream, shared: &ProxyShared) {
         Ok(head) => head,
         Err(HeadError::Closed) => return,
         Err(HeadError::Timeout) => {
-            respond(&mut client, "408 Request Timeout", "request head too slow\n").await;
+            respond(
+                &mut client,
+                "408 Request Timeout",
+                "request head too slow\n",
+            )
+            .await;
             return;
         }
         Err(HeadError::TooLarge) => {
@@ -870,7 +889,12 @@ async fn serve(mut client: TcpStream, shared: &ProxyShared) {
         return;
     };
     if url.scheme() != "http" {
-        respond(&mut client, "400 Bad Request", "only http:// is proxied without CONNECT\n").await;
+        respond(
+            &mut client,
+            "400 Bad Request",
+            "only http:// is proxied without CONNECT\n",
+        )
+        .await;
         return;
     }
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
@@ -882,18 +906,17 @@ async fn serve(mut client: TcpStream, shared: &ProxyShared) {
         respond(&mut client, "400 Bad Request", "bad host\n").await;
         return;
     };
-    let mut upstream =
-        match open(shared, &host, port, Some(&url), RequestKind::Http, &head).await {
-            Ok(s) => s,
-            Err(failure) => {
-                let page = match &failure {
-                    Failure::Blocked(reason) => blocked_page(&without_query(&url), &reason.to_string()),
-                    other => other.text(),
-                };
-                respond(&mut client, failure.status(), &page).await;
-                return;
-            }
-        };
+    let mut upstream = match open(shared, &host, port, Some(&url), RequestKind::Http, &head).await {
+        Ok(s) => s,
+        Err(failure) => {
+            let page = match &failure {
+                Failure::Blocked(reason) => blocked_page(&without_query(&url), &reason.to_string()),
+                other => other.text(),
+            };
+            respond(&mut client, failure.status(), &page).await;
+            return;
+        }
+    };
     // One exchange per connection: the next request on a kept-alive connection could name
     // another host, and everything after this head goes to this upstream. So the upstream
     // is asked to close, and the client is told the same in the request it sees answered.
@@ -1183,7 +1206,13 @@ mod tests {
                 "{blocked} must be blocked"
             );
         }
-        for allowed in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for allowed in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(
                 p.decide(&req("x", 80), ip(allowed)).is_ok(),
                 "{allowed} must be allowed"
@@ -1211,8 +1240,12 @@ mod tests {
         assert!(p.decide(&req("x", 1), ip("192.168.0.1")).is_err());
 
         let p = policy(&["intranet.example"], &[], false);
-        assert!(p.decide(&req("intranet.example", 443), ip("10.1.1.1")).is_ok());
-        assert!(p.decide(&req("other.example", 443), ip("10.1.1.1")).is_err());
+        assert!(p
+            .decide(&req("intranet.example", 443), ip("10.1.1.1"))
+            .is_ok());
+        assert!(p
+            .decide(&req("other.example", 443), ip("10.1.1.1"))
+            .is_err());
     }
 
     #[test]
@@ -1238,7 +1271,11 @@ mod tests {
 
     #[test]
     fn deny_wins_over_allow() {
-        let p = policy(&["10.0.0.0/8", "*.example.com"], &["10.0.0.5", "bad.example.com"], false);
+        let p = policy(
+            &["10.0.0.0/8", "*.example.com"],
+            &["10.0.0.5", "bad.example.com"],
+            false,
+        );
         assert!(p.decide(&req("x", 80), ip("10.0.0.4")).is_ok());
         let denied = p.decide(&req("x", 80), ip("10.0.0.5")).expect_err("denied");
         assert_eq!(
@@ -1270,7 +1307,11 @@ mod tests {
 
     #[test]
     fn url_prefixes() {
-        let p = policy(&["https://bank.example/app/", "http://10.0.0.7/docs/"], &[], true);
+        let p = policy(
+            &["https://bank.example/app/", "http://10.0.0.7/docs/"],
+            &[],
+            true,
+        );
         let public = ip("93.184.216.34");
         // Plain HTTP shows the URL: the prefix is checked.
         let http = |url| Request {
@@ -1278,8 +1319,12 @@ mod tests {
             port: 80,
             url: Some(url),
         };
-        assert!(p.decide(&http("http://10.0.0.7/docs/a.html"), ip("10.0.0.7")).is_ok());
-        assert!(p.decide(&http("http://10.0.0.7/admin"), ip("10.0.0.7")).is_err());
+        assert!(p
+            .decide(&http("http://10.0.0.7/docs/a.html"), ip("10.0.0.7"))
+            .is_ok());
+        assert!(p
+            .decide(&http("http://10.0.0.7/admin"), ip("10.0.0.7"))
+            .is_err());
         // A tunnel shows host and port only.
         assert!(p.decide(&req("bank.example", 443), public).is_ok());
         assert!(p.decide(&req("bank.example", 8443), public).is_err());
@@ -1295,15 +1340,47 @@ mod tests {
         let ok = [
             ("example.com", Target::Host("example.com".into()), None),
             ("Example.COM.", Target::Host("example.com".into()), None),
-            ("localhost:8080", Target::Host("localhost".into()), Some(8080)),
-            ("*.example.com", Target::Subdomains("example.com".into()), None),
+            (
+                "localhost:8080",
+                Target::Host("localhost".into()),
+                Some(8080),
+            ),
+            (
+                "*.example.com",
+                Target::Subdomains("example.com".into()),
+                None,
+            ),
             ("10.0.0.0/8", Target::Net(Cidr::v4(10, 0, 0, 0, 8)), None),
-            ("10.1.2.3:443", Target::Net(Cidr::v4(10, 1, 2, 3, 32)), Some(443)),
-            ("10.0.0.0/8:443", Target::Net(Cidr::v4(10, 0, 0, 0, 8)), Some(443)),
-            ("::1", Target::Net(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128)), None),
-            ("fc00::/7", Target::Net(Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)), None),
-            ("[::1]:8080", Target::Net(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128)), Some(8080)),
-            ("[fc00::/7]:443", Target::Net(Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)), Some(443)),
+            (
+                "10.1.2.3:443",
+                Target::Net(Cidr::v4(10, 1, 2, 3, 32)),
+                Some(443),
+            ),
+            (
+                "10.0.0.0/8:443",
+                Target::Net(Cidr::v4(10, 0, 0, 0, 8)),
+                Some(443),
+            ),
+            (
+                "::1",
+                Target::Net(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128)),
+                None,
+            ),
+            (
+                "fc00::/7",
+                Target::Net(Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)),
+                None,
+            ),
+            (
+                "[::1]:8080",
+                Target::Net(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128)),
+                Some(8080),
+            ),
+            (
+                "[fc00::/7]:443",
+                Target::Net(Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)),
+                Some(443),
+            ),
         ];
         for (raw, target, port) in ok {
             let e = Entry::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
@@ -1343,9 +1420,15 @@ mod tests {
 
     #[test]
     fn authorities_split() {
-        assert_eq!(split_authority("example.com:443"), Some(("example.com".into(), 443)));
+        assert_eq!(
+            split_authority("example.com:443"),
+            Some(("example.com".into(), 443))
+        );
         assert_eq!(split_authority("[::1]:443"), Some(("::1".into(), 443)));
-        assert_eq!(split_authority("EXAMPLE.com.:80"), Some(("example.com".into(), 80)));
+        assert_eq!(
+            split_authority("EXAMPLE.com.:80"),
+            Some(("example.com".into(), 80))
+        );
         assert_eq!(split_authority("example.com"), None);
         assert_eq!(split_authority("example.com:0"), None);
         assert_eq!(split_authority("a b:80"), None);

@@ -15,6 +15,9 @@ use super::*;
 use crate::browser::{PageEvent, TabEvent};
 use crate::tabs::MAX_TABS;
 
+/// A main-frame load that fails within this long of the egress proxy refusing its host and port
+/// is explained as that refusal.
+const BLOCK_EXPLAIN_WINDOW: Duration = Duration::from_secs(10);
 /// How long a tab command (take over a new tab, close one, stop a screencast) may take.
 const TAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -574,8 +577,17 @@ impl Driver {
                     // The active tab's title comes from its history (while loading, the target's
                     // title is its URL). Its URL comes from its page events, except for the first
                     // navigation of a popup, which can happen before they were subscribed.
-                    if url != self.handle.page_info().url {
-                        self.update_page(|p| p.url = url);
+                    let known = self.handle.page_info();
+                    let url_changed = url != known.url;
+                    if url_changed {
+                        self.update_page(|p| p.url = url.clone());
+                    }
+                    // A title Chromium reports that the page info does not have: read the
+                    // history again. The reads after a navigation can fail while a renderer
+                    // swap is under way ("Not attached to an active page"), and the page's
+                    // load-stop may be missed then; this is the read that catches up.
+                    let title_changed = title != known.title && title != url;
+                    if url_changed || title_changed {
                         if let Some(page) = attached.pages.get(&target) {
                             self.refresh_history(page).await;
                         }
@@ -732,6 +744,10 @@ impl Driver {
             }
             // Popups, copies and file fields come from the tab participants act on.
             PageEvent::Native { .. } | PageEvent::FileChooser { .. } => {}
+            // A blocked HTTPS load in a background tab keeps Chromium's error page (plain HTTP
+            // shows the proxy's own explanation); explaining it needs the tab's page, which
+            // only the active tab's loop holds. Known gap, see docs/egress.md.
+            PageEvent::LoadFailed { .. } => {}
         }
         None
     }
@@ -991,7 +1007,7 @@ impl Driver {
                 });
                 self.mark_dialog(false);
             }
-            PageEvent::Crashed | PageEvent::FileChooser { .. } => {}
+            PageEvent::Crashed | PageEvent::FileChooser { .. } | PageEvent::LoadFailed { .. } => {}
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
                 Ok(crate::native::NativeReport::Copy { text }) => {
                     self.handle.copied(&text);
@@ -1006,11 +1022,48 @@ impl Driver {
         }
     }
 
+    /// Chromium's error page for `url` replaced by cobrowse's explanation when the egress proxy
+    /// just refused that host and port (a refused tunnel: Chromium shows only "tunnel
+    /// connection failed" and ignores the proxy's own page).
+    async fn explain_block(&self, page: &PageHandle, url: &str) {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return;
+        };
+        let host = parsed.host_str().map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        });
+        let reason = {
+            let last = crate::lock(&self.last_blocked);
+            last.as_ref().and_then(|(report, at)| {
+                (at.elapsed() < BLOCK_EXPLAIN_WINDOW
+                    && host.as_deref() == Some(report.host.as_str())
+                    && parsed.port_or_known_default() == Some(report.port))
+                .then(|| report.reason.clone())
+            })
+        };
+        let Some(reason) = reason else { return };
+        let mut shown = parsed.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let html = crate::egress::blocked_page(shown.as_str(), &reason);
+        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, page.show_document(&html)).await {
+            Ok(Ok(())) => {
+                info!(host = ?host, %reason, "blocked navigation explained");
+                self.refresh_history(page).await;
+            }
+            Ok(Err(e)) => debug!(error = %e, "blocked page not shown"),
+            Err(_) => debug!("blocked page not shown in time"),
+        }
+    }
+
     /// One browser's turn: runs until the session ends or the browser dies.
     async fn drive(&self, attached: &mut Attached) -> Exit {
         let shared = &self.handle.shared;
         let gone = attached.browser.gone();
         let mut commands = self.commands.lock().await;
+        let mut blocked = self.blocked.lock().await;
         let mut count = shared.participant_count.subscribe();
         // Participants may have joined before this task first ran: act on the count as it is now.
         count.mark_changed();
@@ -1116,6 +1169,10 @@ impl Driver {
                     }
                     sync = false;
                 }
+                Some(report) = blocked.recv() => {
+                    *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
+                    sync = false;
+                }
                 Some(command) = commands.recv() => {
                     sync = match command {
                         Command::Viewport(viewport) => {
@@ -1180,6 +1237,15 @@ impl Driver {
                         }
                         PageEvent::Navigated { new_document: false, .. } | PageEvent::Loading(false) => {
                             self.refresh_history(&probe).await;
+                            false
+                        }
+                        PageEvent::LoadFailed { url } => {
+                            // The proxy's report is sent before its refusal reaches Chromium, but
+                            // may still wait in the channel behind this event.
+                            while let Ok(report) = blocked.try_recv() {
+                                *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
+                            }
+                            self.explain_block(&probe, &url).await;
                             false
                         }
                         PageEvent::Crashed => {
