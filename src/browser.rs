@@ -206,6 +206,9 @@ impl Browser {
     pub async fn launch(options: LaunchOptions) -> Result<Self, BrowserError> {
         let workdir = tempfile::Builder::new().prefix("cobrowse-").tempdir()?;
         let executable = launcher(workdir.path(), &options.chromium)?;
+        if options.proxy.is_some() {
+            write_egress_preferences(&workdir.path().join("profile"))?;
+        }
         let Viewport { width, height } = options.viewport;
         let config = || {
             let mut builder = BrowserConfig::builder()
@@ -1220,6 +1223,24 @@ fn proxy_flags(proxy: std::net::SocketAddr) -> Vec<String> {
         "proxy-bypass-list=<-loopback>".to_string(),
         "force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
     ]
+}
+
+/// Limits WebRTC to proxied transports through the profile's preferences: its UDP ignores
+/// HTTP proxies, so a page could otherwise send packets to private addresses (a "TURN server"
+/// at 10.0.0.5). Measured on this Chromium: the `--force-webrtc-ip-handling-policy` flag alone
+/// left UDP host candidates; the preference is what the browser's own settings write.
+fn write_egress_preferences(profile: &Path) -> Result<(), BrowserError> {
+    let default = profile.join("Default");
+    std::fs::create_dir_all(&default)?;
+    let prefs = serde_json::json!({
+        "webrtc": {
+            "ip_handling_policy": "disable_non_proxied_udp",
+            "multiple_routes_enabled": false,
+            "nonproxied_udp_enabled": false,
+        }
+    });
+    std::fs::write(default.join("Preferences"), prefs.to_string())?;
+    Ok(())
 }
 
 /// Writes a launcher script that starts Chromium with `setpriv --pdeathsig KILL`, so the kernel

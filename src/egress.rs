@@ -1095,20 +1095,16 @@ async fn open(
                 return Err(Failure::Blocked(reason));
             }
         }
-        let mut last = Failure::Connect;
         for addr in addrs {
             match TcpStream::connect(SocketAddr::new(addr, port)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Err(e) => {
-                    debug!(%addr, port, error = %e, "egress connect failed");
-                    last = Failure::Connect;
-                }
+                Err(e) => debug!(%addr, port, error = %e, "egress connect failed"),
             }
         }
-        Err(last)
+        Err(Failure::Connect)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await

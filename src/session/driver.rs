@@ -15,6 +15,10 @@ use super::*;
 use crate::browser::{PageEvent, TabEvent};
 use crate::tabs::MAX_TABS;
 
+/// After a new document, the history (title) is read again after this long, then twice as long
+/// each time up to [`HISTORY_REREAD_MAX`].
+const HISTORY_REREAD: Duration = Duration::from_millis(250);
+const HISTORY_REREAD_MAX: Duration = Duration::from_secs(2);
 /// A main-frame load that fails within this long of the egress proxy refusing its host and port
 /// is explained as that refusal.
 const BLOCK_EXPLAIN_WINDOW: Duration = Duration::from_secs(10);
@@ -1022,36 +1026,48 @@ impl Driver {
         }
     }
 
+    /// The reason the egress proxy just gave for refusing `url`'s host and port, if it did
+    /// within [`BLOCK_EXPLAIN_WINDOW`]: a main-frame document for that address is then the
+    /// refusal (the proxy's page, or Chromium's error page for a refused tunnel).
+    fn recent_block(&self, url: &str) -> Option<(url::Url, String)> {
+        let parsed = url::Url::parse(url).ok()?;
+        let host = parsed
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let last = crate::lock(&self.last_blocked);
+        let (report, at) = last.as_ref()?;
+        (at.elapsed() < BLOCK_EXPLAIN_WINDOW
+            && host == report.host
+            && parsed.port_or_known_default() == Some(report.port))
+        .then(|| (parsed.clone(), report.reason.clone()))
+    }
+
+    /// A new main-frame document for an address the proxy just refused: its title is the
+    /// reason, set here rather than read back (Chromium's history sometimes kept an empty
+    /// title for the proxy's page after a renderer swap).
+    fn title_blocked(&self, url: &str) {
+        if let Some((_, reason)) = self.recent_block(url) {
+            let title = format!("Blocked: {reason}");
+            self.update_page(|p| p.title = title);
+        }
+    }
+
     /// Chromium's error page for `url` replaced by cobrowse's explanation when the egress proxy
     /// just refused that host and port (a refused tunnel: Chromium shows only "tunnel
     /// connection failed" and ignores the proxy's own page).
     async fn explain_block(&self, page: &PageHandle, url: &str) {
-        let Ok(parsed) = url::Url::parse(url) else {
+        let Some((mut shown, reason)) = self.recent_block(url) else {
             return;
         };
-        let host = parsed.host_str().map(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase()
-        });
-        let reason = {
-            let last = crate::lock(&self.last_blocked);
-            last.as_ref().and_then(|(report, at)| {
-                (at.elapsed() < BLOCK_EXPLAIN_WINDOW
-                    && host.as_deref() == Some(report.host.as_str())
-                    && parsed.port_or_known_default() == Some(report.port))
-                .then(|| report.reason.clone())
-            })
-        };
-        let Some(reason) = reason else { return };
-        let mut shown = parsed.clone();
         shown.set_query(None);
         shown.set_fragment(None);
         let html = crate::egress::blocked_page(shown.as_str(), &reason);
         match tokio::time::timeout(TAB_COMMAND_TIMEOUT, page.show_document(&html)).await {
             Ok(Ok(())) => {
-                info!(host = ?host, %reason, "blocked navigation explained");
-                self.refresh_history(page).await;
+                info!(host = ?shown.host_str(), %reason, "blocked navigation explained");
+                self.title_blocked(url);
             }
             Ok(Err(e)) => debug!(error = %e, "blocked page not shown"),
             Err(_) => debug!("blocked page not shown in time"),
@@ -1088,6 +1104,10 @@ impl Driver {
         let probe = attached.browser.page();
         // Whether the screen comes from screenshots because the screencast is broken.
         let mut polling = false;
+        // Reads of the history (title, back/forward) again after a new document: the reads at
+        // its events can fail during a renderer swap ("Not attached to an active page") and its
+        // load-stop can be missed then, which left a stale title. Next deadline and its delay.
+        let mut history_at: Option<(Instant, Duration)> = None;
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1169,6 +1189,14 @@ impl Driver {
                     }
                     sync = false;
                 }
+                _ = sleep_until_or_never(history_at.map(|(at, _)| at)) => {
+                    self.refresh_history(&probe).await;
+                    history_at = history_at
+                        .map(|(_, delay)| delay * 2)
+                        .filter(|delay| *delay <= HISTORY_REREAD_MAX)
+                        .map(|delay| (Instant::now() + delay, delay));
+                    sync = false;
+                }
                 Some(report) = blocked.recv() => {
                     *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
                     sync = false;
@@ -1202,6 +1230,12 @@ impl Driver {
                     sync = match event {
                         PageEvent::Navigated { url, new_document: true } => {
                             debug!(%url, "navigated");
+                            // The proxy's report is sent before its refusal reaches Chromium, but
+                            // may still wait in the channel behind this event.
+                            while let Ok(report) = blocked.try_recv() {
+                                *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
+                            }
+                            self.title_blocked(&url);
                             // A new document: an open list, picker or file field is gone with it.
                             {
                                 let mut state = self.handle.state();
@@ -1209,6 +1243,7 @@ impl Driver {
                                 state.chooser = None;
                             }
                             self.refresh_history(&probe).await;
+                            history_at = Some((Instant::now() + HISTORY_REREAD, HISTORY_REREAD));
                             if polling {
                                 // A new page, a new renderer: give the screencast another chance.
                                 info!("navigated: restarting the screencast, screenshots stop");
@@ -1240,12 +1275,8 @@ impl Driver {
                             false
                         }
                         PageEvent::LoadFailed { url } => {
-                            // The proxy's report is sent before its refusal reaches Chromium, but
-                            // may still wait in the channel behind this event.
-                            while let Ok(report) = blocked.try_recv() {
-                                *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
-                            }
                             self.explain_block(&probe, &url).await;
+                            history_at = Some((Instant::now() + HISTORY_REREAD, HISTORY_REREAD));
                             false
                         }
                         PageEvent::Crashed => {

@@ -896,7 +896,8 @@ addEventListener('mousedown', e => report({type: 'mousedown', x: e.clientX, y: e
 <script>document.getElementById('country').addEventListener('change', e => report({type: 'country', value: e.target.value}));</script></body>"#)
             }))
             // Egress probes: `?t=` a JSON list of URLs, each fetched (`ok`: the page read the
-            // body `secret`) and loaded as an image; `?ws=` a WebSocket URL opened. Each outcome is reported; `done` after all.
+            // body `secret`) and loaded as an image; `?ws=` a WebSocket URL opened; `?rtc=1` WebRTC candidates gathered. Each outcome is
+            // reported; `done` after all.
             .route("/probe", get(|| async {
                 page(r#"<title>Probe</title><body style="margin:0;background:#fff">
 <script>
@@ -909,6 +910,16 @@ for (const u of targets) {
 }
 const ws = q.get('ws');
 if (ws) jobs.push(new Promise(done => { const s = new WebSocket(ws); s.onopen = () => { report({type: 'ws', url: ws, ok: true}); done(); }; s.onerror = () => { report({type: 'ws', url: ws, ok: false}); done(); }; }));
+if (q.get('rtc')) jobs.push((async () => {
+  // WebRTC gathers its own (UDP) candidates, outside any HTTP proxy, unless told not to.
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.createDataChannel('x');
+  const candidates = [];
+  const gathered = new Promise(done => { pc.onicecandidate = e => { if (e.candidate) candidates.push(e.candidate.candidate); else done(); }; });
+  await pc.setLocalDescription(await pc.createOffer());
+  await Promise.race([gathered, new Promise(r => setTimeout(r, 5000))]);
+  report({type: 'rtc', candidates, state: pc.iceGatheringState});
+})());
 Promise.all(jobs).then(() => report({type: 'done'}));
 </script></body>"#)
             }))
