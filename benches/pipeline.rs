@@ -82,6 +82,7 @@ impl Raw {
             scale: 1.0,
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
             fault_stall_screencast: false,
+            proxy: None,
         })
         .await
         .expect("launch");
@@ -572,7 +573,7 @@ async fn main() {
     let seconds = env_or("BENCH_SECONDS", 5);
     let viewers = env_or("BENCH_VIEWERS", 50) as usize;
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let viewer = ViewerBrowser::launch(1400, 900).await;
 
     eprintln!("raw CDP: click latency ({clicks} clicks)…");

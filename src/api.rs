@@ -213,6 +213,9 @@ pub struct SessionView {
     browser_pid: Option<u32>,
     /// Times the page's renderer or the browser crashed and was restarted.
     browser_restarts: u32,
+    /// Requests of the page (documents, images, scripts, WebSockets …) the egress policy
+    /// blocked.
+    blocked_requests: u64,
     /// The page: URL, title, loading, back/forward.
     page: crate::session::PageInfo,
     /// The browser's tabs in strip order (the active one's page is `page`).
@@ -255,6 +258,7 @@ impl From<SessionInfo> for SessionView {
             bytes_sent: i.bytes_sent,
             browser_pid: i.browser_pid,
             browser_restarts: i.restarts,
+            blocked_requests: i.blocked_requests,
             page: i.page,
             tabs: i.tabs,
             links: i.links,

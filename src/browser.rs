@@ -29,7 +29,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
     EventJavascriptDialogClosed, EventJavascriptDialogOpening, EventNavigatedWithinDocument,
     EventScreencastFrame, FileChooserOpenedMode, GetLayoutMetricsParams,
     GetNavigationHistoryParams, HandleJavaScriptDialogParams, NavigateParams,
-    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams,
+    NavigateToHistoryEntryParams, ReloadParams, ScreencastFrameAckParams, SetDocumentContentParams,
     SetInterceptFileChooserDialogParams, StartScreencastFormat, StartScreencastParams,
     StopScreencastParams,
 };
@@ -107,6 +107,9 @@ pub struct LaunchOptions {
     pub jpeg_quality: u8,
     /// Test fault injection: drop every screencast frame after the first (see `Config`).
     pub fault_stall_screencast: bool,
+    /// The session's egress proxy (see [`crate::egress`]): every connection of the browser
+    /// goes through it. `None` only for tools that launch a browser without a session.
+    pub proxy: Option<std::net::SocketAddr>,
 }
 
 /// Something that happened to the session's page (see [`Browser::page_events`]).
@@ -128,6 +131,9 @@ pub enum PageEvent {
     DialogClosed { accepted: bool },
     /// The page's renderer process crashed: the page shows nothing until it is reloaded.
     Crashed,
+    /// The main frame shows Chromium's error page for `url` (a refused or failed load; it also
+    /// comes as [`PageEvent::Navigated`] to `url`).
+    LoadFailed { url: String },
     /// A file field asked for files (the page shows no picker: cobrowse intercepts it). `node`
     /// names the field for [`PageHandle::set_files`].
     FileChooser { node: i64, multiple: bool },
@@ -200,6 +206,9 @@ impl Browser {
     pub async fn launch(options: LaunchOptions) -> Result<Self, BrowserError> {
         let workdir = tempfile::Builder::new().prefix("cobrowse-").tempdir()?;
         let executable = launcher(workdir.path(), &options.chromium)?;
+        if options.proxy.is_some() {
+            write_egress_preferences(&workdir.path().join("profile"))?;
+        }
         let Viewport { width, height } = options.viewport;
         let config = || {
             let mut builder = BrowserConfig::builder()
@@ -221,6 +230,9 @@ impl Browser {
                     "disable-features",
                     ["PaintHolding", "PaintHoldingCrossOrigin"].as_slice(),
                 ));
+            if let Some(proxy) = options.proxy {
+                builder = builder.args(proxy_flags(proxy));
+            }
             if options.scale != 1.0 {
                 builder = builder.arg(format!("force-device-scale-factor={}", options.scale));
             }
@@ -616,11 +628,28 @@ impl Browser {
         let navigated = page
             .event_listener::<EventFrameNavigated>()
             .await?
-            .filter_map(|e| async move {
-                e.frame.parent_id.is_none().then(|| PageEvent::Navigated {
-                    url: e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""),
-                    new_document: true,
-                })
+            .flat_map(|e| {
+                let events = if e.frame.parent_id.is_some() {
+                    Vec::new()
+                } else if let Some(failed) = &e.frame.unreachable_url {
+                    // Chromium's error page commits as `chrome-error://chromewebdata/`; the
+                    // participant reads the address that failed, as in a local browser.
+                    vec![
+                        PageEvent::Navigated {
+                            url: failed.clone(),
+                            new_document: true,
+                        },
+                        PageEvent::LoadFailed {
+                            url: failed.clone(),
+                        },
+                    ]
+                } else {
+                    vec![PageEvent::Navigated {
+                        url: e.frame.url.clone() + e.frame.url_fragment.as_deref().unwrap_or(""),
+                        new_document: true,
+                    }]
+                };
+                futures::stream::iter(events)
             });
         let is_main = main_frame(page);
         let within = page
@@ -752,6 +781,20 @@ impl PageHandle {
                 Err(e) => debug!(error = %e, "navigate command failed"),
             }
         });
+    }
+
+    /// Replaces the main frame's document with `html` (the explanation of a blocked address
+    /// over Chromium's error page); the URL stays the address that failed.
+    pub async fn show_document(&self, html: &str) -> Result<(), BrowserError> {
+        let frame = self
+            .page
+            .mainframe()
+            .await?
+            .ok_or_else(|| BrowserError::Config("the page has no main frame".into()))?;
+        self.page
+            .execute(SetDocumentContentParams::new(frame, html))
+            .await?;
+        Ok(())
     }
 
     /// Whether the page's history has entries before and after the current one.
@@ -1167,6 +1210,37 @@ fn cdp_button(button: MouseButton) -> CdpMouseButton {
         MouseButton::Middle => CdpMouseButton::Middle,
         MouseButton::Right => CdpMouseButton::Right,
     }
+}
+
+/// The flags that send every connection of the browser through the egress proxy at `proxy`.
+/// Without `<-loopback>` Chromium connects to loopback addresses directly (its implicit bypass
+/// rules), which would leave the server's own ports open to every page. WebRTC is the one
+/// network path that ignores the proxy: its UDP would reach private addresses directly, so only
+/// proxied (TCP) WebRTC is allowed. The page cannot see or change these settings.
+fn proxy_flags(proxy: std::net::SocketAddr) -> Vec<String> {
+    vec![
+        format!("proxy-server=http://{proxy}"),
+        "proxy-bypass-list=<-loopback>".to_string(),
+        "force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_string(),
+    ]
+}
+
+/// Limits WebRTC to proxied transports through the profile's preferences: its UDP ignores
+/// HTTP proxies, so a page could otherwise send packets to private addresses (a "TURN server"
+/// at 10.0.0.5). Measured on this Chromium: the `--force-webrtc-ip-handling-policy` flag alone
+/// left UDP host candidates; the preference is what the browser's own settings write.
+fn write_egress_preferences(profile: &Path) -> Result<(), BrowserError> {
+    let default = profile.join("Default");
+    std::fs::create_dir_all(&default)?;
+    let prefs = serde_json::json!({
+        "webrtc": {
+            "ip_handling_policy": "disable_non_proxied_udp",
+            "multiple_routes_enabled": false,
+            "nonproxied_udp_enabled": false,
+        }
+    });
+    std::fs::write(default.join("Preferences"), prefs.to_string())?;
+    Ok(())
 }
 
 /// Writes a launcher script that starts Chromium with `setpriv --pdeathsig KILL`, so the kernel

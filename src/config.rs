@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::egress::EgressPolicy;
 
 /// Address the embedded default listens on: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -62,6 +65,9 @@ pub const MIN_API_KEY_LEN: usize = 16;
 pub const SECRET_FILE: &str = "secret";
 /// File in the data directory the audit log is appended to by default.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+/// Whether only `--allow` entries are reachable (`--allow-only`). Off: the public internet is open
+/// and the ranges of [`crate::egress::DEFAULT_BLOCKED`] are closed.
+pub const DEFAULT_ALLOW_ONLY: bool = false;
 
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
@@ -241,6 +247,30 @@ pub struct ServeArgs {
     /// data directory.
     #[arg(long, env = "COBROWSE_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// A destination the session browser may reach although the default policy blocks it
+    /// (loopback, private, link-local, CGNAT …): a host (`intranet.example`), a wildcard domain
+    /// (`*.corp.example`), an IP or CIDR (`10.1.0.0/16`), each with an optional `:port`, or a
+    /// URL prefix (`https://bank.example/app/`). Repeatable, or comma-separated. Default: none.
+    #[arg(
+        long = "allow",
+        env = "COBROWSE_ALLOW",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
+    pub allow: Vec<String>,
+    /// A destination the session browser may never reach (same forms as --allow); deny always
+    /// wins over allow. Repeatable, or comma-separated. Default: none.
+    #[arg(
+        long = "deny",
+        env = "COBROWSE_DENY",
+        value_delimiter = ',',
+        value_name = "ENTRY"
+    )]
+    pub deny: Vec<String>,
+    /// Only the --allow entries are reachable: the public internet is closed too (kiosks,
+    /// a bank's own sites). Default: off.
+    #[arg(long, env = "COBROWSE_ALLOW_ONLY", default_value_t = DEFAULT_ALLOW_ONLY)]
+    pub allow_only: bool,
 }
 
 /// A certificate chain and its key, PEM files.
@@ -282,6 +312,9 @@ pub struct Config {
     pub audit: crate::audit::Sink,
     /// Reverse proxies whose `X-Forwarded-For` is believed (for the audit log's addresses).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What the session browsers may reach (`--allow`, `--deny`, `--allow-only`). Default:
+    /// the public internet, nothing private (see [`crate::egress`]).
+    pub egress: Arc<EgressPolicy>,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -312,6 +345,7 @@ impl Config {
             tls: None,
             audit: crate::audit::Sink::Off,
             trusted_proxies: Vec::new(),
+            egress: Arc::new(EgressPolicy::default()),
             fault_stall_screencast: false,
         }
     }
@@ -436,6 +470,11 @@ impl Config {
                         .map_err(|_| format!("--trusted-proxy: '{p}' is not an IP address"))
                 })
                 .collect::<Result<_, _>>()?,
+            egress: Arc::new(EgressPolicy::from_flags(
+                &args.allow,
+                &args.deny,
+                args.allow_only,
+            )?),
             fault_stall_screencast: false,
         })
     }
@@ -610,6 +649,10 @@ mod tests {
             &["--allowed-origin", "javascript:alert(1)"],
             &["--secret", "too-short"],
             &["--trusted-proxy", "nginx"],
+            &["--allow", "10.0.0.1/8"],
+            &["--allow", "example.com,,x"],
+            &["--deny", "exa mple.com"],
+            &["--allow-only"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
@@ -664,6 +707,33 @@ mod tests {
         let c = Config::from_args(args(&["--allowed-origin", "https://Portal.Example.com/"]))
             .expect("valid");
         assert_eq!(c.allowed_origins, vec!["https://portal.example.com"]);
+    }
+
+    #[test]
+    fn egress_flags_repeat_and_split_on_commas() {
+        let c = Config::from_args(args(&[
+            "--allow",
+            "127.0.0.1:4000,*.corp.example",
+            "--allow",
+            "https://bank.example/app/",
+            "--deny",
+            "10.0.0.5",
+            "--allow-only",
+        ]))
+        .expect("valid");
+        let allow: Vec<_> = c.egress.allow().iter().map(|e| e.as_str()).collect();
+        assert_eq!(
+            allow,
+            [
+                "127.0.0.1:4000",
+                "*.corp.example",
+                "https://bank.example/app/"
+            ]
+        );
+        assert_eq!(c.egress.deny().len(), 1);
+        assert!(c.egress.allow_only());
+        let d = Config::from_args(args(&[])).expect("valid");
+        assert_eq!(*d.egress, EgressPolicy::default());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`registry`]: the table of sessions, creation with limits, shutdown of them all.
 //! - [`session`]: one session: participants, roles, the driver task that owns the browser.
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
+//! - [`egress`]: the egress policy (what the session browser may reach) and its forward proxy.
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
 //! - [`tabs`]: the browser's tabs as participants see them, which one is active (pure logic).
 //! - [`files`]: uploads into the page's file fields (HTTP route, file names).
@@ -32,6 +33,7 @@ pub mod browser;
 pub mod capability;
 pub mod config;
 pub mod control;
+pub mod egress;
 pub mod encode;
 pub mod files;
 pub mod input;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -13,6 +14,7 @@ use crate::audit::Audit;
 use crate::browser::{Browser, BrowserError, LaunchOptions};
 use crate::capability::LinkBook;
 use crate::config::{Config, Viewport};
+use crate::egress::EgressProxy;
 use crate::session::{NewSession, SessionHandle};
 use crate::token::{random_string, ID_BYTES};
 
@@ -128,12 +130,20 @@ impl Registry {
         request: CreateRequest,
     ) -> Result<SessionHandle, CreateError> {
         let id = random_string(ID_BYTES).map_err(CreateError::Random)?;
+        // The proxy first: the browser is launched pointing at it, and it lives as long as the
+        // session (browser restarts included); dropping it (here on failure, or when the
+        // session's driver ends) stops it.
+        let (reports_tx, reports) = mpsc::channel(crate::egress::REPORT_QUEUE);
+        let egress = EgressProxy::start(Arc::clone(&self.config.egress), &id, reports_tx)
+            .await
+            .map_err(BrowserError::Profile)?;
         let browser = Browser::launch(LaunchOptions {
             chromium: self.config.chromium.clone(),
             viewport: request.viewport,
             scale: request.scale,
             jpeg_quality: self.config.jpeg_quality,
             fault_stall_screencast: self.config.fault_stall_screencast,
+            proxy: Some(egress.addr()),
         })
         .await?;
         if self.shutdown.is_cancelled() {
@@ -160,6 +170,8 @@ impl Registry {
             control_idle: request.control_idle,
             max_upload_bytes: self.config.max_upload_bytes,
             max_download_bytes: self.config.max_download_bytes,
+            egress,
+            egress_reports: reports,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -37,7 +37,7 @@ async fn a_browser_that_cannot_start_is_a_clean_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_limit_is_a_clear_503() {
     let site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.max_sessions = 1;
     let server = TestServer::start_with(config).await;
     server.create_session(&site.url("/color")).await;
@@ -62,7 +62,7 @@ async fn the_session_limit_is_a_clear_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_nobody_joins_ends_after_the_idle_timeout() {
     let site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.idle_timeout = Duration::from_secs(1);
     let server = TestServer::start_with(config).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
@@ -166,11 +166,13 @@ async fn bad_configuration_is_one_line_and_exit_code_64() {
 
 type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
 
-/// Starts the real binary on a free port with JSON logs; returns it, the address it logged, and
-/// the rest of its log.
-async fn spawn_server() -> (tokio::process::Child, std::net::SocketAddr, LogLines) {
+/// Starts the real binary on a free port with JSON logs, its browsers allowed to reach `site`
+/// (through `COBROWSE_ALLOW`, as an operator would); returns it, the address it logged, and the
+/// rest of its log.
+async fn spawn_server(site: &TestSite) -> (tokio::process::Child, std::net::SocketAddr, LogLines) {
     let mut server = cobrowse_bin()
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("COBROWSE_ALLOW", site.addr.to_string())
         .env("COBROWSE_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -197,7 +199,7 @@ async fn spawn_server() -> (tokio::process::Child, std::net::SocketAddr, LogLine
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_leaves_no_chromium_behind() {
     let site = TestSite::start().await;
-    let (mut server, addr, mut lines) = spawn_server().await;
+    let (mut server, addr, mut lines) = spawn_server(&site).await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let client = support::reqwest_lite::Client::new(addr);
     let (status, created) = client
@@ -234,7 +236,7 @@ async fn a_killed_server_leaves_no_chromium_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_sessions_and_exits_cleanly() {
     let site = TestSite::start().await;
-    let (mut server, addr, mut lines) = spawn_server().await;
+    let (mut server, addr, mut lines) = spawn_server(&site).await;
     let log_task = tokio::spawn(async move {
         let mut all = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {

@@ -123,7 +123,7 @@ fn check_reference(log: &Value) {
 async fn every_key_reaches_the_page_as_if_pressed_in_chromium() {
     let started = std::time::Instant::now();
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/keylog")).await;
     site.report_of("ready").await;
     let steps = full_sequence();

@@ -22,7 +22,7 @@ fn our_chromiums() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_lifecycle_and_bad_input() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let http = &server.http;
 
     // Bad requests: 400 with a JSON error, nothing launched.

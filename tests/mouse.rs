@@ -23,7 +23,7 @@ struct Setup {
 
 async fn open_mouse_page() -> Setup {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/mouse")).await;
     let words = site.report_of("layout").await["words"].clone();
     let browser = ViewerBrowser::launch(1280, 900).await;

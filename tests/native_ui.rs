@@ -9,7 +9,7 @@ use support::{TestServer, TestSite};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_select_opens_for_the_participant_who_clicked_it_and_takes_their_choice() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/select")).await;
     let mut opener = server.join(&id, &links.controller).await;
     let mut other = server.join(&id, &links.owner).await;
@@ -110,7 +110,7 @@ async fn a_select_opens_for_the_participant_who_clicked_it_and_takes_their_choic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_field_gets_the_files_the_participant_uploads() {
     let mut site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.max_upload_bytes = 4096;
     let server = TestServer::start_with(config).await;
     let (id, links) = server.create_session(&site.url("/upload")).await;
@@ -198,7 +198,7 @@ async fn a_file_field_gets_the_files_the_participant_uploads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_of_the_page_is_offered_to_participants_within_the_limit() {
     let mut site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.max_download_bytes = 1024 * 1024;
     let server = TestServer::start_with(config).await;
     let (id, links) = server.create_session(&site.url("/download")).await;
@@ -283,7 +283,7 @@ async fn a_download_of_the_page_is_offered_to_participants_within_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colour_date_and_time_fields_are_picked_by_the_participant_who_clicked() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/pickers")).await;
     let mut driver = server.join(&id, &links.controller).await;
     site.report_where(|r| r["page"] == "/pickers").await;

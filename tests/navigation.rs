@@ -18,7 +18,7 @@ async fn page_where(p: &mut Participant, path: &str, pred: impl Fn(&Value) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_bar_and_history_buttons_move_the_page_for_everyone() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/nav/1")).await;
     let mut driver = server.join(&id, &links.controller).await;
     let mut watcher = server.join(&id, &links.viewer).await;
@@ -101,7 +101,7 @@ async fn the_url_bar_and_history_buttons_move_the_page_for_everyone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialogs_wait_for_an_answer_from_someone_in_control() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/dialogs")).await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
     let mut customer = server.join_named(&id, &links.viewer, "Customer").await;
@@ -182,7 +182,7 @@ async fn dialogs_wait_for_an_answer_from_someone_in_control() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_a_page_that_asks_first_needs_an_answer() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/leave")).await;
     let mut p = server.join(&id, &links.controller).await;
     site.report_where(|r| r["page"] == "/leave").await;
@@ -237,7 +237,7 @@ fn kill(pid: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_page_is_loaded_again_at_the_same_address() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/nav/1")).await;
     let mut p = server.join(&id, &links.controller).await;
     site.report_where(|r| r["page"] == "/nav/1").await;
@@ -269,7 +269,7 @@ async fn a_crashed_page_is_loaded_again_at_the_same_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_browser_is_replaced_and_everyone_stays_connected() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/leave")).await;
     let mut p = server.join(&id, &links.controller).await;
     let mut watcher = server.join(&id, &links.viewer).await;

@@ -28,7 +28,7 @@ async fn presence_of(p: &mut Participant, expected: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_see_each_other_by_name_colour_and_role() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     let mut agent = server.join_named(&id, &links.owner, "Agent Smith").await;
     assert_eq!(agent.hello["name"], "Agent Smith");
@@ -89,7 +89,7 @@ async fn participants_see_each_other_by_name_colour_and_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_is_delivered_in_order_as_text_and_replayed_to_late_joiners() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
     let mut customer = server.join_named(&id, &links.controller, "Customer").await;
@@ -181,7 +181,7 @@ async fn chat_is_delivered_in_order_as_text_and_replayed_to_late_joiners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_removes_a_participant_whose_link_then_stops_working() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
     let mut intruder = server.join_named(&id, &links.controller, "Intruder").await;
@@ -268,7 +268,7 @@ fn pointer_of(msg: &Value, id: &Value) -> Option<(f64, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pointers_reach_the_others_and_stay_on_the_page_when_it_scrolls() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/scroll")).await;
     site.report_of("ready").await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
@@ -335,7 +335,7 @@ async fn control_held_by(p: &mut Participant, holder: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_at_a_time_control_moves_by_request_grant_and_take_back() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server
         .create_session_with(
             json!({"url": site.url("/type"), "control": "exclusive", "controlIdleSecs": 2}),
@@ -461,7 +461,7 @@ async fn one_at_a_time_control_moves_by_request_grant_and_take_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_reach_everyone_anchored_to_the_page() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/scroll")).await;
     site.report_of("ready").await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
@@ -534,7 +534,7 @@ async fn annotations_reach_everyone_anchored_to_the_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_cursor_under_the_mouse_is_shown_to_whoever_moves_it() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/cursors")).await;
     site.report_of("ready").await;
     let mut customer = server.join_named(&id, &links.controller, "Customer").await;
@@ -561,7 +561,7 @@ async fn the_page_cursor_under_the_mouse_is_shown_to_whoever_moves_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_ends_the_session_for_everyone() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     let mut agent = server.join_named(&id, &links.owner, "Agent").await;
     let mut customer = server.join_named(&id, &links.controller, "Customer").await;

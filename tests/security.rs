@@ -50,7 +50,7 @@ fn token_of(link: &str) -> String {
 #[tokio::test]
 async fn the_api_needs_a_key_when_one_is_configured() {
     let site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.api_keys = vec![KEY_A.into(), KEY_B.into()];
     let server = TestServer::start_with(config).await;
     let body = json!({ "url": site.url("/color") });
@@ -116,7 +116,7 @@ async fn the_api_needs_a_key_when_one_is_configured() {
 #[tokio::test]
 async fn join_links_are_signed_expire_and_can_be_revoked() {
     let site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.link_ttl = Duration::from_secs(5);
     let server = TestServer::start_with(config).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
@@ -254,7 +254,7 @@ async fn join_links_are_signed_expire_and_can_be_revoked() {
 #[tokio::test]
 async fn a_removed_participants_link_is_revoked_and_replaced() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
     let mut owner = server.join(&id, &links.owner).await;
     let guest = server.join(&id, &links.controller).await;
@@ -294,7 +294,7 @@ async fn a_removed_participants_link_is_revoked_and_replaced() {
 #[tokio::test]
 async fn origins_participants_and_input_floods_are_limited() {
     let mut site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.max_participants = 2;
     config.allowed_origins = vec!["https://portal.example.com".into()];
     let server = TestServer::start_with(config).await;
@@ -402,7 +402,7 @@ async fn tls_serves_https_and_wss() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.tls = Some(cobrowse::config::TlsFiles {
         cert: cert_path,
         key: key_path,
@@ -518,11 +518,11 @@ async fn the_audit_log_records_what_happened_and_verifies() {
     let mut site = TestSite::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("audit.jsonl");
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.audit = cobrowse::audit::Sink::File(path.clone());
     let server = TestServer::start_with(config).await;
     let (id, links) = server.create_session(&site.url("/type")).await;
-    let owner = server.join(&id, &links.owner).await;
+    let mut owner = server.join(&id, &links.owner).await;
     let mut guest = server.join_named(&id, &links.controller, "Guest Ann").await;
     site.report_of("ready").await;
     guest.send(json!({"t":"text","text":"secret words"})).await;
@@ -536,6 +536,17 @@ async fn the_audit_log_records_what_happened_and_verifies() {
         .await;
     drop(guest);
     let _ = Participant::connect(server.addr, &id, "cb1.forged").await;
+    // The owner tries the cloud metadata address: blocked, and the block is audited.
+    owner
+        .send(json!({"t":"navigate","url":"http://169.254.169.254/latest/meta-data/"}))
+        .await;
+    owner
+        .json_where("page", |p| {
+            p["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Blocked"))
+        })
+        .await;
     drop(owner);
     let (status, _) = server
         .http
@@ -564,6 +575,8 @@ async fn the_audit_log_records_what_happened_and_verifies() {
         "participant.joined",
         "participant.left",
         "link.refused",
+        "page.navigate-requested",
+        "request.blocked",
         "session.ended",
         "server.stopped",
     ] {
@@ -585,6 +598,11 @@ async fn the_audit_log_records_what_happened_and_verifies() {
         (joined["role"].as_str(), joined["remote"].as_str()),
         (Some("controller"), Some("127.0.0.1"))
     );
+    let blocked = lines
+        .iter()
+        .find(|l| l["event"] == "request.blocked")
+        .expect("the block");
+    assert_eq!(blocked["host"], "169.254.169.254");
     // Typed text and tokens never reach the log.
     for secret in [
         "secret words",

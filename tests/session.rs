@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_show_the_pages_colours() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server
         .create_session(&site.url("/color?c=rgb(10,200,30)"))
         .await;
@@ -41,7 +41,7 @@ async fn frames_show_the_pages_colours() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_reaches_the_page_at_the_right_css_pixel() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server
         .create_session_with(json!({"url": site.url("/click"), "width": 1000, "height": 600}))
         .await;
@@ -108,7 +108,7 @@ async fn click_reaches_the_page_at_the_right_css_pixel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_text_enter_and_backspace_land_in_a_textarea() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/type")).await;
     let mut controller = server.join(&id, &links.controller).await;
     assert_eq!(controller.hello["role"], "controller");
@@ -137,7 +137,7 @@ async fn typed_text_enter_and_backspace_land_in_a_textarea() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wheel_scrolls_the_page() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/scroll")).await;
     let mut owner = server.join(&id, &links.owner).await;
     site.report_of("ready").await;
@@ -161,7 +161,7 @@ async fn the_wheel_scrolls_the_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_participants_receive_the_same_screen() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/click")).await;
     let mut owner = server.join(&id, &links.owner).await;
     site.report_of("ready").await;
@@ -191,7 +191,7 @@ async fn two_participants_receive_the_same_screen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_scrolling_send_changes_and_moves_and_converge_exactly() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     site.report_of("ready").await;
     let mut owner = server.join(&id, &links.owner).await;
@@ -275,7 +275,7 @@ async fn typing_and_scrolling_send_changes_and_moves_and_converge_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_viewer_gets_the_whole_screen() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     site.report_of("ready").await;
     let mut owner = server.join(&id, &links.owner).await;
@@ -313,7 +313,7 @@ async fn a_reconnecting_viewer_gets_the_whole_screen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_participant_sees_a_static_page_at_once() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server
         .create_session(&site.url("/color?c=rgb(200,30,200)"))
         .await;
@@ -333,7 +333,7 @@ async fn a_joining_participant_sees_a_static_page_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_link_cannot_send_input() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/click")).await;
     let mut viewer = server.join(&id, &links.viewer).await;
     assert_eq!(
@@ -387,7 +387,7 @@ async fn a_viewer_link_cannot_send_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_get_a_notice_and_disturb_nobody() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/click")).await;
     let mut rogue = server.join(&id, &links.controller).await;
     let mut owner = server.join(&id, &links.owner).await;
@@ -451,7 +451,7 @@ async fn bad_messages_get_a_notice_and_disturb_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_that_stops_reading_never_slows_the_others() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/animate")).await;
     // Join once the page has loaded: this test is about a participant that stops reading, not
     // about join timing.
@@ -496,7 +496,7 @@ async fn a_participant_that_stops_reading_never_slows_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_is_checked_before_the_upgrade() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
     let status_of = |e: tokio_tungstenite::tungstenite::Error| match e {
         tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
@@ -561,7 +561,7 @@ async fn joining_is_checked_before_the_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_participants_and_closes_the_browser() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
     let pid = server.session_json(&id).await.1["browserPid"]
         .as_u64()
@@ -602,7 +602,7 @@ async fn shutdown_tells_participants_and_closes_the_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_keeps_crashing_ends_its_session_and_only_it() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/color")).await;
     let (other_id, other_links) = server
         .create_session(&site.url("/color?c=rgb(0,0,250)"))
@@ -668,7 +668,7 @@ async fn a_browser_that_keeps_crashing_ends_its_session_and_only_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_screencast_falls_back_to_screenshots() {
     let mut site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     // Every screencast frame after the first is dropped, as when Chromium's screencast stalls.
     config.fault_stall_screencast = true;
     let server = TestServer::start_with(config).await;
@@ -703,7 +703,7 @@ async fn a_stalled_screencast_falls_back_to_screenshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_still_text_page_is_not_mistaken_for_a_stalled_screencast() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/article")).await;
     site.report_of("ready").await;
     let mut owner = server.join(&id, &links.owner).await;

@@ -42,7 +42,7 @@ const WHITE: [u8; 3] = [255, 255, 255];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn popups_and_new_tabs_become_tabs_participants_switch_and_close() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/popups")).await;
     let mut driver = server.join(&id, &links.controller).await;
     let mut watcher = server.join(&id, &links.viewer).await;

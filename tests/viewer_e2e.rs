@@ -18,7 +18,7 @@ use support::{TestServer, TestSite};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_uses_the_viewer_in_a_real_browser() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (status, created) = server
         .http
         .request(
@@ -143,7 +143,7 @@ async fn a_person_uses_the_viewer_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_landing_page_starts_a_session() {
     let site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let viewer = ViewerBrowser::launch(1280, 900).await;
     let page = viewer
         .browser
@@ -214,7 +214,7 @@ fn shown(id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_landing_page_signs_in_with_an_api_key() {
     let site = TestSite::start().await;
-    let mut config = support::test_config();
+    let mut config = support::site_config(&site);
     config.api_keys = vec!["landing-key-0123456789".into()];
     let server = TestServer::start_with(config).await;
     let viewer = ViewerBrowser::launch(1280, 900).await;
@@ -337,7 +337,7 @@ impl CuttableProxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_reconnects_by_itself_when_the_connection_drops() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let proxy = CuttableProxy::start(server.addr).await;
     let (id, links) = server.create_session(&site.url("/click")).await;
     site.report_of("ready").await;
@@ -419,7 +419,7 @@ async fn click_on(page: &chromiumoxide::Page, selector: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_see_each_other_and_chat() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/text")).await;
     site.report_of("ready").await;
 
@@ -600,7 +600,7 @@ async fn touch(
 async fn on_a_phone_a_long_press_is_a_right_click_and_two_fingers_zoom_the_view() {
     use chromiumoxide::cdp::browser_protocol::input::DispatchTouchEventType as Touch;
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/e2e")).await;
     site.report_of("ready").await;
     let phone = ViewerBrowser::launch(420, 800).await;
@@ -657,7 +657,7 @@ async fn on_a_phone_a_long_press_is_a_right_click_and_two_fingers_zoom_the_view(
 async fn the_viewer_navigates_and_answers_the_pages_dialogs() {
     use support::viewer::{click_element, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/nav/1")).await;
     site.report_where(|r| r["page"] == "/nav/1").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -768,7 +768,7 @@ async fn the_viewer_navigates_and_answers_the_pages_dialogs() {
 async fn a_select_list_opens_in_the_viewer_and_the_choice_reaches_the_page() {
     use support::viewer::{click_element, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/select")).await;
     site.report_where(|r| r["page"] == "/select").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -825,7 +825,7 @@ async fn copying_in_the_page_fills_the_participants_clipboard_and_pasting_sends_
     use support::keyboard::{us_key, Keyboard};
     use support::viewer::until;
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/type")).await;
     site.report_where(|r| r["page"] == "/type").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -885,7 +885,7 @@ async fn copying_in_the_page_fills_the_participants_clipboard_and_pasting_sends_
 async fn a_popup_becomes_a_tab_people_switch_and_close_in_the_viewer() {
     use support::viewer::{click_element, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/popups")).await;
     site.report_where(|r| r["page"] == "/popups").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -1000,7 +1000,7 @@ async fn a_file_picked_in_the_viewer_reaches_the_pages_file_field() {
     use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
     use support::viewer::until;
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/upload")).await;
     site.report_where(|r| r["page"] == "/upload").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -1052,7 +1052,7 @@ async fn a_file_picked_in_the_viewer_reaches_the_pages_file_field() {
 async fn a_download_of_the_page_is_saved_from_the_viewer() {
     use support::viewer::{click_element, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/download")).await;
     site.report_where(|r| r["page"] == "/download").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -1094,7 +1094,7 @@ async fn a_download_of_the_page_is_saved_from_the_viewer() {
 async fn the_owner_changes_the_page_size_from_the_share_panel() {
     use support::viewer::until;
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     // A size that is not one of the presets: the picker shows it, added last.
     let (id, links) = server
         .create_session_with(
@@ -1147,7 +1147,7 @@ async fn the_owner_changes_the_page_size_from_the_share_panel() {
 async fn the_paste_box_sends_text_into_the_pages_focused_field() {
     use support::viewer::{click_element, type_text, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/type")).await;
     site.report_where(|r| r["page"] == "/type").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;
@@ -1190,7 +1190,7 @@ async fn the_paste_box_sends_text_into_the_pages_focused_field() {
 async fn a_colour_field_is_picked_with_the_viewers_own_picker() {
     use support::viewer::{click_element, until};
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server.create_session(&site.url("/pickers")).await;
     site.report_where(|r| r["page"] == "/pickers").await;
     let viewer = ViewerBrowser::launch(1300, 900).await;

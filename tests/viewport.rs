@@ -9,7 +9,7 @@ use support::{TestServer, TestSite};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_resizes_the_page_and_a_scale_factor_sharpens_it() {
     let mut site = TestSite::start().await;
-    let server = TestServer::start().await;
+    let server = TestServer::for_site(&site).await;
     let (id, links) = server
         .create_session_with(
             json!({"url": site.url("/size"), "width": 1000, "height": 700, "deviceScaleFactor": 2}),

@@ -15,6 +15,13 @@ use super::*;
 use crate::browser::{PageEvent, TabEvent};
 use crate::tabs::MAX_TABS;
 
+/// After a new document, the history (title) is read again after this long, then twice as long
+/// each time up to [`HISTORY_REREAD_MAX`].
+const HISTORY_REREAD: Duration = Duration::from_millis(250);
+const HISTORY_REREAD_MAX: Duration = Duration::from_secs(2);
+/// A main-frame load that fails within this long of the egress proxy refusing its host and port
+/// is explained as that refusal.
+const BLOCK_EXPLAIN_WINDOW: Duration = Duration::from_secs(10);
 /// How long a tab command (take over a new tab, close one, stop a screencast) may take.
 const TAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -274,6 +281,11 @@ pub(super) struct Driver {
     crashes: std::sync::Mutex<std::collections::VecDeque<Instant>>,
     /// Participants' tab commands.
     commands: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    /// Requests the egress proxy blocked (see [`Driver::blocked`]).
+    blocked: tokio::sync::Mutex<mpsc::Receiver<crate::egress::BlockedRequest>>,
+    /// The last blocked request and when: a main-frame navigation that fails right after names
+    /// it on the explanation page. Written and read by the driver only.
+    last_blocked: std::sync::Mutex<Option<(crate::egress::BlockedRequest, Instant)>>,
 }
 
 impl Driver {
@@ -283,6 +295,7 @@ impl Driver {
         close_grace: Duration,
         frames: watch::Sender<Option<RawFrame>>,
         commands: mpsc::Receiver<Command>,
+        blocked: mpsc::Receiver<crate::egress::BlockedRequest>,
     ) -> Self {
         Driver {
             handle,
@@ -291,6 +304,8 @@ impl Driver {
             frames,
             crashes: std::sync::Mutex::new(std::collections::VecDeque::new()),
             commands: tokio::sync::Mutex::new(commands),
+            blocked: tokio::sync::Mutex::new(blocked),
+            last_blocked: std::sync::Mutex::new(None),
         }
     }
 
@@ -566,8 +581,17 @@ impl Driver {
                     // The active tab's title comes from its history (while loading, the target's
                     // title is its URL). Its URL comes from its page events, except for the first
                     // navigation of a popup, which can happen before they were subscribed.
-                    if url != self.handle.page_info().url {
-                        self.update_page(|p| p.url = url);
+                    let known = self.handle.page_info();
+                    let url_changed = url != known.url;
+                    if url_changed {
+                        self.update_page(|p| p.url = url.clone());
+                    }
+                    // A title Chromium reports that the page info does not have: read the
+                    // history again. The reads after a navigation can fail while a renderer
+                    // swap is under way ("Not attached to an active page"), and the page's
+                    // load-stop may be missed then; this is the read that catches up.
+                    let title_changed = title != known.title && title != url;
+                    if url_changed || title_changed {
                         if let Some(page) = attached.pages.get(&target) {
                             self.refresh_history(page).await;
                         }
@@ -724,6 +748,10 @@ impl Driver {
             }
             // Popups, copies and file fields come from the tab participants act on.
             PageEvent::Native { .. } | PageEvent::FileChooser { .. } => {}
+            // A blocked HTTPS load in a background tab keeps Chromium's error page (plain HTTP
+            // shows the proxy's own explanation); explaining it needs the tab's page, which
+            // only the active tab's loop holds. Known gap, see docs/egress.md.
+            PageEvent::LoadFailed { .. } => {}
         }
         None
     }
@@ -993,7 +1021,7 @@ impl Driver {
                 });
                 self.mark_dialog(false);
             }
-            PageEvent::Crashed | PageEvent::FileChooser { .. } => {}
+            PageEvent::Crashed | PageEvent::FileChooser { .. } | PageEvent::LoadFailed { .. } => {}
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
                 Ok(crate::native::NativeReport::Copy { text }) => {
                     self.handle.copied(&text);
@@ -1008,11 +1036,66 @@ impl Driver {
         }
     }
 
+    /// The reason the egress proxy just gave for refusing `url`'s host and port, if it did
+    /// within [`BLOCK_EXPLAIN_WINDOW`]: a main-frame document for that address is then the
+    /// refusal (the proxy's page, or Chromium's error page for a refused tunnel).
+    fn recent_block(&self, url: &str) -> Option<(url::Url, String)> {
+        let parsed = url::Url::parse(url).ok()?;
+        let host = parsed
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let last = crate::lock(&self.last_blocked);
+        let (report, at) = last.as_ref()?;
+        (at.elapsed() < BLOCK_EXPLAIN_WINDOW
+            && host == report.host
+            && parsed.port_or_known_default() == Some(report.port))
+        .then(|| (parsed.clone(), report.reason.clone()))
+    }
+
+    /// A new main-frame document for an address the proxy just refused: its title is the
+    /// reason, set here rather than read back (Chromium's history sometimes kept an empty
+    /// title for the proxy's page after a renderer swap).
+    /// A request the egress proxy blocked: audited, and kept to explain a failed navigation.
+    fn note_blocked(&self, report: crate::egress::BlockedRequest) {
+        self.handle.audit_blocked(&report);
+        *crate::lock(&self.last_blocked) = Some((report, Instant::now()));
+    }
+
+    fn title_blocked(&self, url: &str) {
+        if let Some((_, reason)) = self.recent_block(url) {
+            let title = format!("Blocked: {reason}");
+            self.update_page(|p| p.title = title);
+        }
+    }
+
+    /// Chromium's error page for `url` replaced by cobrowse's explanation when the egress proxy
+    /// just refused that host and port (a refused tunnel: Chromium shows only "tunnel
+    /// connection failed" and ignores the proxy's own page).
+    async fn explain_block(&self, page: &PageHandle, url: &str) {
+        let Some((mut shown, reason)) = self.recent_block(url) else {
+            return;
+        };
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let html = crate::egress::blocked_page(shown.as_str(), &reason);
+        match tokio::time::timeout(TAB_COMMAND_TIMEOUT, page.show_document(&html)).await {
+            Ok(Ok(())) => {
+                info!(host = ?shown.host_str(), %reason, "blocked navigation explained");
+                self.title_blocked(url);
+            }
+            Ok(Err(e)) => debug!(error = %e, "blocked page not shown"),
+            Err(_) => debug!("blocked page not shown in time"),
+        }
+    }
+
     /// One browser's turn: runs until the session ends or the browser dies.
     async fn drive(&self, attached: &mut Attached) -> Exit {
         let shared = &self.handle.shared;
         let gone = attached.browser.gone();
         let mut commands = self.commands.lock().await;
+        let mut blocked = self.blocked.lock().await;
         let mut count = shared.participant_count.subscribe();
         // Participants may have joined before this task first ran: act on the count as it is now.
         count.mark_changed();
@@ -1037,6 +1120,10 @@ impl Driver {
         let probe = attached.browser.page();
         // Whether the screen comes from screenshots because the screencast is broken.
         let mut polling = false;
+        // Reads of the history (title, back/forward) again after a new document: the reads at
+        // its events can fail during a renderer swap ("Not attached to an active page") and its
+        // load-stop can be missed then, which left a stale title. Next deadline and its delay.
+        let mut history_at: Option<(Instant, Duration)> = None;
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -1118,6 +1205,18 @@ impl Driver {
                     }
                     sync = false;
                 }
+                _ = sleep_until_or_never(history_at.map(|(at, _)| at)) => {
+                    self.refresh_history(&probe).await;
+                    history_at = history_at
+                        .map(|(_, delay)| delay * 2)
+                        .filter(|delay| *delay <= HISTORY_REREAD_MAX)
+                        .map(|delay| (Instant::now() + delay, delay));
+                    sync = false;
+                }
+                Some(report) = blocked.recv() => {
+                    self.note_blocked(report);
+                    sync = false;
+                }
                 Some(command) = commands.recv() => {
                     sync = match command {
                         Command::Viewport(viewport) => {
@@ -1147,6 +1246,12 @@ impl Driver {
                     sync = match event {
                         PageEvent::Navigated { url, new_document: true } => {
                             debug!(%url, "navigated");
+                            // The proxy's report is sent before its refusal reaches Chromium, but
+                            // may still wait in the channel behind this event.
+                            while let Ok(report) = blocked.try_recv() {
+                                self.note_blocked(report);
+                            }
+                            self.title_blocked(&url);
                             // A new document: an open list, picker or file field is gone with it.
                             {
                                 let mut state = self.handle.state();
@@ -1154,6 +1259,7 @@ impl Driver {
                                 state.chooser = None;
                             }
                             self.refresh_history(&probe).await;
+                            history_at = Some((Instant::now() + HISTORY_REREAD, HISTORY_REREAD));
                             if polling {
                                 // A new page, a new renderer: give the screencast another chance.
                                 info!("navigated: restarting the screencast, screenshots stop");
@@ -1182,6 +1288,11 @@ impl Driver {
                         }
                         PageEvent::Navigated { new_document: false, .. } | PageEvent::Loading(false) => {
                             self.refresh_history(&probe).await;
+                            false
+                        }
+                        PageEvent::LoadFailed { url } => {
+                            self.explain_block(&probe, &url).await;
+                            history_at = Some((Instant::now() + HISTORY_REREAD, HISTORY_REREAD));
                             false
                         }
                         PageEvent::Crashed => {

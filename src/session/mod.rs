@@ -370,6 +370,8 @@ struct Shared {
     audit: Arc<Audit>,
     /// Refused join attempts that may be audited, and how many were not since the last one.
     refusals: Mutex<(people::RateLimit, u64)>,
+    /// The same for requests the egress policy blocked.
+    blocks: Mutex<(people::RateLimit, u64)>,
     /// Bumped when a join link changes; owners' writers send the new links.
     links_changed: watch::Sender<u64>,
     /// Where each participant points, in page CSS pixels (latest wins: state, not events).
@@ -404,6 +406,8 @@ struct Shared {
     browser_pid: AtomicU32,
     /// Browser restarts after a crash (renderer or whole browser).
     restarts: AtomicU32,
+    /// Requests the egress proxy blocked; the proxy's own counter (it writes, the API reads).
+    blocked_requests: Arc<AtomicU64>,
     /// Fired to end the session (API, idle, browser death, server shutdown).
     cancel: CancellationToken,
     /// The server's shutdown token (the parent of `cancel`).
@@ -447,6 +451,8 @@ pub struct SessionInfo {
     pub browser_pid: Option<u32>,
     /// Times the browser or its renderer crashed and was restarted.
     pub restarts: u32,
+    /// Requests of the page the egress policy blocked.
+    pub blocked_requests: u64,
     pub page: PageInfo,
     pub tabs: Vec<TabInfo>,
     pub links: Links,
@@ -480,6 +486,11 @@ pub struct NewSession {
     pub control_idle: Duration,
     pub max_upload_bytes: u64,
     pub max_download_bytes: u64,
+    /// The session's egress proxy, already running (the browser was launched through it). It
+    /// stops when the session's driver ends.
+    pub egress: crate::egress::EgressProxy,
+    /// What the proxy blocked, for the driver (explanation page) and later the audit log.
+    pub egress_reports: mpsc::Receiver<crate::egress::BlockedRequest>,
 }
 
 impl SessionHandle {
@@ -513,6 +524,7 @@ impl SessionHandle {
             link_ttl: new.link_ttl,
             audit: new.audit,
             refusals: Mutex::new((people::RateLimit::new(20.0, 1.0, Instant::now()), 0)),
+            blocks: Mutex::new((people::RateLimit::new(50.0, 5.0, Instant::now()), 0)),
             links_changed: watch::Sender::new(0),
             pointers: watch::Sender::new(Pointers::new()),
             control: Mutex::new(Control::new(new.control, new.control_idle, Instant::now())),
@@ -552,6 +564,7 @@ impl SessionHandle {
             max_download_bytes: new.max_download_bytes,
             browser_pid: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
+            blocked_requests: new.egress.blocked_counter(),
             cancel: cancel.clone(),
             server_shutdown: server_shutdown.clone(),
             finished: CancellationToken::new(),
@@ -567,7 +580,9 @@ impl SessionHandle {
             new.close_grace,
             frames_tx,
             tab_rx,
+            new.egress_reports,
         );
+        let egress = new.egress;
         // Listeners are registered before anything can paint or navigate.
         let attached = match driver.attach(browser, input_rx).await {
             Ok(attached) => attached,
@@ -581,6 +596,8 @@ impl SessionHandle {
         tracker.spawn(
             async move {
                 driver.run(attached, screen_task).await;
+                // The browser is closed: nothing uses the proxy any more.
+                drop(egress);
                 on_finished(driver.handle.id());
                 driver.handle.shared.finished.cancel();
             }
@@ -737,8 +754,38 @@ impl SessionHandle {
     /// Records a refused join link, at most a burst of 20 then one a second per session (a
     /// guesser must not fill the disk); the next record says how many were left out.
     pub fn audit_refusal(&self, reason: TokenError) {
+        self.audit_bounded(
+            &self.shared.refusals,
+            "link.refused",
+            serde_json::json!({ "reason": reason.to_string() }),
+        );
+    }
+
+    /// Records a request the egress policy blocked, at most a burst of 50 then 5 a second per
+    /// session (a page can ask for thousands); the next record says how many were left out.
+    pub(crate) fn audit_blocked(&self, report: &crate::egress::BlockedRequest) {
+        self.audit_bounded(
+            &self.shared.blocks,
+            "request.blocked",
+            serde_json::json!({
+                "host": report.host,
+                "port": report.port,
+                "address": report.address.map(|a| a.to_string()),
+                "reason": report.reason,
+                "kind": report.kind.as_str(),
+                "resource": report.resource,
+            }),
+        );
+    }
+
+    fn audit_bounded(
+        &self,
+        limiter: &Mutex<(people::RateLimit, u64)>,
+        event: &'static str,
+        mut fields: serde_json::Value,
+    ) {
         let allowed = {
-            let mut r = lock(&self.shared.refusals);
+            let mut r = lock(limiter);
             if r.0.allow(Instant::now()) {
                 Some(std::mem::take(&mut r.1))
             } else {
@@ -746,11 +793,9 @@ impl SessionHandle {
                 None
             }
         };
-        if let Some(suppressed) = allowed {
-            self.audit(
-                "link.refused",
-                serde_json::json!({ "reason": reason.to_string(), "suppressedBefore": suppressed }),
-            );
+        if let (Some(suppressed), Some(map)) = (allowed, fields.as_object_mut()) {
+            map.insert("suppressedBefore".into(), suppressed.into());
+            self.audit(event, fields);
         }
     }
 
@@ -915,6 +960,7 @@ impl SessionHandle {
             bytes_sent: self.shared.stats.bytes_sent.load(Ordering::Relaxed),
             browser_pid: self.browser_pid(),
             restarts: self.shared.restarts.load(Ordering::Relaxed),
+            blocked_requests: self.shared.blocked_requests.load(Ordering::Relaxed),
             page: self.page_info(),
             tabs: self.tabs().0,
             links: self.links(),

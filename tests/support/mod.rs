@@ -42,9 +42,27 @@ pub fn init_logs() {
     }
 }
 
+/// A configuration for tests, with the default egress policy: nothing on loopback (so not the
+/// test site) is reachable. Tests that browse their site use [`site_config`].
 pub fn test_config() -> Config {
     let mut config = Config::with_chromium(chromium());
     config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+/// [`test_config`] whose egress policy opens exactly `site` (its address and port), as an
+/// operator's `--allow 127.0.0.1:PORT` would: every other loopback port stays closed.
+pub fn site_config(site: &TestSite) -> Config {
+    allowing(test_config(), &site.addr.to_string())
+}
+
+/// `config` with `entry` added to its `--allow` list.
+pub fn allowing(mut config: Config, entry: &str) -> Config {
+    let policy = (*config.egress)
+        .clone()
+        .allowing(entry)
+        .expect("valid allow entry");
+    config.egress = std::sync::Arc::new(policy);
     config
 }
 
@@ -59,6 +77,11 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(test_config()).await
+    }
+
+    /// A server whose browsers may reach `site` (and nothing else local).
+    pub async fn for_site(site: &TestSite) -> Self {
+        Self::start_with(site_config(site)).await
     }
 
     pub async fn start_with(config: Config) -> Self {
@@ -871,6 +894,59 @@ addEventListener('mousedown', e => report({type: 'mousedown', x: e.clientX, y: e
 <button style="position:absolute;left:0;top:0;width:200px;height:100px" onclick="opener.postMessage('token-123', '*'); window.close()">allow</button>
 <select id=country style="position:absolute;left:0;top:150px;width:200px;height:40px"><option>France</option><option>Norway</option></select>
 <script>document.getElementById('country').addEventListener('change', e => report({type: 'country', value: e.target.value}));</script></body>"#)
+            }))
+            // Egress probes: `?t=` a JSON list of URLs, each fetched (`ok`: the page read the
+            // body `secret`) and loaded as an image; `?ws=` a WebSocket URL opened; `?rtc=1` WebRTC candidates gathered. Each outcome is
+            // reported; `done` after all.
+            .route("/probe", get(|| async {
+                page(r#"<title>Probe</title><body style="margin:0;background:#fff">
+<script>
+const q = new URLSearchParams(location.search);
+const targets = JSON.parse(q.get('t') || '[]');
+const jobs = [];
+for (const u of targets) {
+  jobs.push(fetch(u, {cache: 'no-store'}).then(r => r.ok ? r.text() : '').then(t => report({type: 'fetch', url: u, ok: t === 'secret'}), () => report({type: 'fetch', url: u, ok: false})));
+  jobs.push(new Promise(done => { const i = new Image(); i.onload = () => { report({type: 'img', url: u, ok: true}); done(); }; i.onerror = () => { report({type: 'img', url: u, ok: false}); done(); }; i.src = u; }));
+}
+const ws = q.get('ws');
+if (ws) jobs.push(new Promise(done => { const s = new WebSocket(ws); s.onopen = () => { report({type: 'ws', url: ws, ok: true}); done(); }; s.onerror = () => { report({type: 'ws', url: ws, ok: false}); done(); }; }));
+if (q.get('rtc')) jobs.push((async () => {
+  // WebRTC gathers its own (UDP) candidates, outside any HTTP proxy, unless told not to.
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.createDataChannel('x');
+  const candidates = [];
+  const gathered = new Promise(done => { pc.onicecandidate = e => { if (e.candidate) candidates.push(e.candidate.candidate); else done(); }; });
+  await pc.setLocalDescription(await pc.createOffer());
+  await Promise.race([gathered, new Promise(r => setTimeout(r, 5000))]);
+  report({type: 'rtc', candidates, state: pc.iceGatheringState});
+})());
+Promise.all(jobs).then(() => report({type: 'done'}));
+</script></body>"#)
+            }))
+            // Redirects to `?to=`.
+            .route("/redirect", get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let to = q.get("to").cloned().unwrap_or_else(|| "/nav/1".into());
+                (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, to)], "")
+            }))
+            // The page tries to open `?u=` itself: a link it clicks, `window.open`, then
+            // `location`; reports where it still is after each, then `done`.
+            .route("/escape", get(|| async {
+                page(r#"<title>Escape</title><body style="margin:0;background:#fff"><a id=a href="">link</a>
+<script>
+const u = new URLSearchParams(location.search).get('u');
+addEventListener('load', async () => {
+  const a = document.getElementById('a'); a.href = u; a.target = '_self';
+  a.click();
+  await new Promise(r => setTimeout(r, 300));
+  report({type: 'after-link', href: location.href});
+  const w = window.open(u, '_blank');
+  report({type: 'after-open', opened: w !== null});
+  await new Promise(r => setTimeout(r, 300));
+  try { location.href = u; } catch (e) { report({type: 'threw', error: String(e)}); }
+  await new Promise(r => setTimeout(r, 300));
+  report({type: 'done', href: location.href});
+});
+</script></body>"#)
             }))
             .with_state(tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
