@@ -52,6 +52,9 @@ pub const MAX_VIEWPORT: Viewport = Viewport {
     height: 2160,
 };
 
+/// Who sees masked elements in clear by default (see [`crate::mask::Reveal`]).
+pub const DEFAULT_MASK_REVEAL: &str = "typist";
+
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -154,6 +157,15 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "COBROWSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Extra CSS selectors of elements to mask, on top of the defaults (password, payment card
+    /// and one-time-code fields, `[data-cobrowse-mask]`). Repeatable, or comma-separated.
+    #[arg(long = "mask", env = "COBROWSE_MASK", value_name = "SELECTOR")]
+    pub mask: Vec<String>,
+    /// Who sees masked elements in clear: `typist` (only the participant typing into the focused
+    /// masked field, while it has focus), `none`, or a comma-separated list of roles (`owner`,
+    /// `controller`, `viewer`) that always see them.
+    #[arg(long, env = "COBROWSE_MASK_REVEAL", default_value = DEFAULT_MASK_REVEAL)]
+    pub mask_reveal: String,
     /// Largest upload into a page's file field (all files of one pick together), MiB; 0 turns
     /// uploads off.
     #[arg(long, env = "COBROWSE_MAX_UPLOAD_MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB)]
@@ -181,6 +193,10 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Largest download, bytes; 0: downloads refused.
     pub max_download_bytes: u64,
+    /// Extra selectors masked in every session (validated; the defaults are always masked).
+    pub mask: Vec<String>,
+    /// Who sees masked elements in clear.
+    pub mask_reveal: crate::mask::Reveal,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -204,6 +220,8 @@ impl Config {
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_MIB * MIB,
+            mask: Vec::new(),
+            mask_reveal: crate::mask::DEFAULT_REVEAL,
             fault_stall_screencast: false,
         }
     }
@@ -241,7 +259,12 @@ impl Config {
         if !(1..=100).contains(&args.jpeg_quality) {
             return Err("--jpeg-quality must be between 1 and 100".into());
         }
+        let mask = crate::mask::validate_selectors(&crate::mask::split_selectors(&args.mask))
+            .map_err(|e| format!("--mask: {e}"))?;
+        let mask_reveal = crate::mask::Reveal::parse(&args.mask_reveal)?;
         Ok(Config {
+            mask,
+            mask_reveal,
             listen,
             chromium,
             public_url,
@@ -340,10 +363,29 @@ mod tests {
             &["--public-url", "ftp://x"],
             &["--public-url", "https://x/path"],
             &["--chromium", "/nonexistent/chromium"],
+            &["--mask", "a{}"],
+            &["--mask-reveal", "everyone"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn mask_flags() {
+        let c = Config::from_args(args(&["--mask", "#ssn, .secret", "--mask", "[data-x]"]))
+            .expect("valid");
+        assert_eq!(c.mask, vec!["#ssn", ".secret", "[data-x]"]);
+        assert_eq!(c.mask_reveal, crate::mask::Reveal::Typist);
+        let c = Config::from_args(args(&["--mask-reveal", "owner"])).expect("valid");
+        assert_eq!(
+            c.mask_reveal,
+            crate::mask::Reveal::Roles {
+                owner: true,
+                controller: false,
+                viewer: false
+            }
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct CreateRequest {
     pub control: crate::control::Policy,
     /// How long a control holder may stay idle before control is released.
     pub control_idle: Duration,
+    /// Selectors masked in this session on top of the deployment's (validated by the caller;
+    /// together at most `mask::MAX_SELECTORS`).
+    pub mask: Vec<String>,
 }
 
 struct Table {
@@ -130,6 +133,11 @@ impl Registry {
             viewport: request.viewport,
             scale: request.scale,
             jpeg_quality: self.config.jpeg_quality,
+            mask_script: {
+                let mut selectors = self.config.mask.clone();
+                selectors.extend(request.mask.iter().cloned());
+                crate::mask::page_script(&selectors).into()
+            },
             fault_stall_screencast: self.config.fault_stall_screencast,
         })
         .await?;
@@ -151,6 +159,7 @@ impl Registry {
             control_idle: request.control_idle,
             max_upload_bytes: self.config.max_upload_bytes,
             max_download_bytes: self.config.max_download_bytes,
+            mask_reveal: self.config.mask_reveal,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -29,6 +29,7 @@ use crate::tabs::{TabInfo, Tabs};
 use crate::token::constant_time_eq;
 
 mod driver;
+mod masking;
 pub use driver::POLL_EVERY;
 use driver::{run_screen, Driver};
 
@@ -394,6 +395,8 @@ struct Shared {
     links_base: String,
     max_participants: usize,
     screen: ScreenWatch,
+    /// The masked screen and who gets it (see `masking`).
+    masking: masking::Masking,
     /// Updates encoded for the latest versions, shared by every participant.
     encoder: EncodeCache,
     input: mpsc::Sender<Input>,
@@ -486,6 +489,8 @@ pub struct NewSession {
     pub control_idle: Duration,
     pub max_upload_bytes: u64,
     pub max_download_bytes: u64,
+    /// Who sees masked elements in clear.
+    pub mask_reveal: crate::mask::Reveal,
 }
 
 impl SessionHandle {
@@ -499,6 +504,8 @@ impl SessionHandle {
         on_finished: impl FnOnce(&str) + Send + 'static,
     ) -> Result<SessionHandle, crate::browser::BrowserError> {
         let (model, screen) = ScreenModel::new();
+        let (masked_model, masked_screen) = ScreenModel::new();
+        let (mask_sink, mask_reports) = crate::mask::MaskSink::new();
         let (frames_tx, frames_rx) = watch::channel(None);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (tab_tx, tab_rx) = mpsc::channel(TAB_COMMANDS);
@@ -522,6 +529,7 @@ impl SessionHandle {
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
+            masking: masking::Masking::new(new.mask_reveal, masked_screen, mask_sink),
             encoder: EncodeCache::default(),
             input: input_tx,
             tab_commands: tab_tx,
@@ -560,8 +568,13 @@ impl SessionHandle {
         });
         let handle = SessionHandle { shared };
         let screen_task = tokio::spawn(
-            run_screen(model, frames_rx, handle.clone())
-                .instrument(tracing::info_span!("screen", session_id = %handle.id())),
+            run_screen(
+                model,
+                masking::Masker::new(masked_model, mask_reports),
+                frames_rx,
+                handle.clone(),
+            )
+            .instrument(tracing::info_span!("screen", session_id = %handle.id())),
         );
         let driver = Driver::new(
             handle.clone(),
@@ -1123,10 +1136,13 @@ impl SessionHandle {
 
     /// Remembers who last pressed something on the page (a popup that opens is theirs).
     pub fn acted(&self, p: &Participant) {
-        let mut state = self.state();
-        if state.last_actor.as_deref() != Some(p.id()) {
-            state.last_actor = Some(p.id().to_string());
+        {
+            let mut state = self.state();
+            if state.last_actor.as_deref() != Some(p.id()) {
+                state.last_actor = Some(p.id().to_string());
+            }
         }
+        self.mask_acted(p);
     }
 
     /// A `<select>` popup, or a colour/date/time picker, opened in the page: shown to whoever
