@@ -89,7 +89,12 @@ impl Raw {
         let cancel = CancellationToken::new();
         let (frames, mut screen) = tokio::sync::watch::channel(None);
         browser
-            .spawn_frame_pump(frames, cobrowse::mask::MaskSink::new().0, cancel.clone())
+            .spawn_frame_pump(
+                frames,
+                cobrowse::mask::MaskSink::new().0,
+                true,
+                cancel.clone(),
+            )
             .await
             .expect("pump");
         let (input, rx) = tokio::sync::mpsc::channel(64);

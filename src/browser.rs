@@ -549,14 +549,20 @@ impl Browser {
         &self,
         frames_out: watch::Sender<Option<RawFrame>>,
         masks: crate::mask::MaskSink,
+        blank: bool,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BrowserError> {
         let mut frames = self.page.event_listener::<EventScreencastFrame>().await?;
         let mut reports = self.page.event_listener::<EventBindingCalled>().await?;
         let page = self.page.clone();
         let stall = self.options.fault_stall_screencast;
-        // This tab's geometry is unknown until its page script reports: masked whole till then.
-        masks.push(None);
+        // A tab shown after others (switched to, a popup) may show anything: its geometry is
+        // unknown until its page script reports, and it is masked whole till then. `blank`: the
+        // tab is cobrowse's own about:blank, about to be navigated (a new session or browser):
+        // its next document reports before it paints.
+        if !blank {
+            masks.push(None);
+        }
         let ask = page.clone();
         let mask_script = self.options.mask_script.clone();
         tokio::spawn(async move {

@@ -398,7 +398,9 @@ impl Driver {
             browser.close(self.close_grace).await;
             return Err(e);
         }
-        let wiring = match self.wire(&browser, inputs).await {
+        // A new browser's only tab is cobrowse's own about:blank: nothing to mask before the page
+        // script's first report.
+        let wiring = match self.wire(&browser, inputs, true).await {
             Ok(wiring) => wiring,
             Err((e, _)) => {
                 browser.close(self.close_grace).await;
@@ -434,10 +436,16 @@ impl Driver {
         &self,
         browser: &Browser,
         inputs: mpsc::Receiver<Input>,
+        blank: bool,
     ) -> Result<Wiring, (crate::browser::BrowserError, mpsc::Receiver<Input>)> {
         let cancel = self.handle.shared.cancel.child_token();
         let pump = match browser
-            .spawn_frame_pump(self.frames.clone(), self.handle.mask_sink(), cancel.clone())
+            .spawn_frame_pump(
+                self.frames.clone(),
+                self.handle.mask_sink(),
+                blank,
+                cancel.clone(),
+            )
             .await
         {
             Ok(pump) => pump,
@@ -472,7 +480,7 @@ impl Driver {
             debug!("stopping the screencast of the previous tab timed out");
         }
         attached.browser.set_active(&tab);
-        match self.wire(&attached.browser, inputs).await {
+        match self.wire(&attached.browser, inputs, false).await {
             Ok(wiring) => attached.wiring = Some(wiring),
             Err((e, inputs)) => {
                 // Closed meanwhile (participants closing tabs fast): its close event comes next
@@ -482,7 +490,7 @@ impl Driver {
                 match attached.pages.get(&attached.active).cloned() {
                     Some(previous) if previous.target() != target => {
                         attached.browser.set_active(&previous);
-                        match self.wire(&attached.browser, inputs).await {
+                        match self.wire(&attached.browser, inputs, false).await {
                             Ok(wiring) => attached.wiring = Some(wiring),
                             Err((_, inputs)) => attached.parked = Some(inputs),
                         }
