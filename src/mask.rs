@@ -356,6 +356,9 @@ pub fn place<'a>(
             }
         }
     }
+    // Several reports in effect usually agree: paint (and label) each place once.
+    out.sort_by_key(|r| (r.y, r.x, r.w, r.h));
+    out.dedup();
     out
 }
 
@@ -611,6 +614,7 @@ mod tests {
         let a = geometry(&[[0.0, 0.0, 10.0, 10.0, 0.0]], [0.0, 0.0]);
         let b = geometry(&[[400.0, 400.0, 10.0, 10.0, 0.0]], [0.0, 0.0]);
         assert_eq!(place([&a, &b], &frame(0.0)).len(), 2);
+        assert_eq!(place([&a, &a], &frame(0.0)).len(), 1, "the same place once");
         let all = place([&a, &Geometry::unknown()], &frame(0.0));
         assert_eq!(
             all,

@@ -330,3 +330,59 @@ async fn reveal_to_roles_serves_them_the_clear_screen() {
     assert_eq!(count_colour(&screen, MAGENTA), 0);
     server.stop().await;
 }
+
+/// The real viewer in a browser: the masked fields carry a visible "hidden" label over the
+/// painted pixels, and its canvas holds none of the fields' pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_labels_masked_fields_hidden() {
+    use support::viewer::{canvas_pixels, eval, until, ViewerBrowser};
+    let mut site = TestSite::start().await;
+    let server = TestServer::start().await;
+    let (id, links) = server.create_session(&site.url("/mask")).await;
+    site.report_of("ready").await;
+    let browser = ViewerBrowser::launch(1400, 900).await;
+    let page = browser.open(&server.join_link(&id, &links.viewer)).await;
+    // The password and card fields (no session selector here: #ssn stays visible).
+    until(
+        &page,
+        "document.querySelectorAll('#masks .mask-label').length === 2",
+        "cobrowse:paint",
+    )
+    .await;
+    let labels = eval(
+        &page,
+        "(() => { const c = document.getElementById('screen').getBoundingClientRect();
+           return [...document.querySelectorAll('#masks .mask-box')].map(b => {
+             const r = b.getBoundingClientRect();
+             const l = b.querySelector('.mask-label');
+             const lr = l.getBoundingClientRect();
+             // The overlay ignores the pointer (clicks go to the screen): hit-test the label alone.
+             l.style.pointerEvents = 'auto';
+             const top = document.elementFromPoint(lr.left + lr.width / 2, lr.top + lr.height / 2);
+             l.style.pointerEvents = '';
+             return { text: l.textContent, w: lr.width, h: lr.height,
+                      visible: getComputedStyle(l).visibility === 'visible' && getComputedStyle(b).display !== 'none',
+                      onTop: top === l,
+                      inside: r.left >= c.left - 1 && r.right <= c.right + 1 && r.top >= c.top - 1 && r.bottom <= c.bottom + 1 };
+           }); })()",
+    )
+    .await;
+    let labels = labels.as_array().expect("a list").clone();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    for l in &labels {
+        assert_eq!(l["text"], "hidden", "{l}");
+        assert!(l["w"].as_f64().unwrap_or(0.0) > 10.0, "{l}");
+        assert!(l["h"].as_f64().unwrap_or(0.0) > 5.0, "{l}");
+        assert_eq!(l["visible"], true, "{l}");
+        assert_eq!(l["onTop"], true, "the label is not covered: {l}");
+        assert_eq!(l["inside"], true, "over the screen: {l}");
+    }
+    let canvas = canvas_pixels(&page).await;
+    assert_eq!(pixels_of(&canvas, &[MAGENTA, GREEN]), 0);
+    assert!(
+        count_colour(&canvas, CYAN) > 4000,
+        "an unmasked element shows"
+    );
+    browser.close().await;
+    server.stop().await;
+}
