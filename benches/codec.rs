@@ -40,7 +40,25 @@ fn frame(img: &RgbImage, scroll_y: f64) -> RawFrame {
         scroll_y,
         arrived: tokio::time::Instant::now(),
         source: cobrowse::screen::FrameSource::Screencast,
+        mask_seq: 0,
     }
+}
+
+/// The masked screen for `model`'s current version, as the screen task derives it.
+fn derive(model: &ScreenModel, masked: &mut ScreenModel, frame: &RawFrame, rects: &[PixelRect]) {
+    let clear = model.current().expect("screen").clone();
+    let mut buffer = masked.buffer();
+    buffer.clear();
+    buffer.extend_from_slice(clear.pixels.as_raw());
+    let (w, h) = clear.pixels.dimensions();
+    let mut pixels = RgbImage::from_raw(w, h, buffer).expect("size");
+    cobrowse::mask::paint(&mut pixels, rects);
+    let jpeg = if rects.is_empty() {
+        clear.jpeg.clone()
+    } else {
+        Bytes::new()
+    };
+    masked.apply_decoded(pixels, frame, jpeg, std::sync::Arc::from(rects));
 }
 
 /// The page with a "word" painted over at (200, 100): what typing a few characters changes.
@@ -130,6 +148,61 @@ fn benches(c: &mut Criterion) {
     diff("decode + diff: unchanged frame", &base);
     diff("decode + diff: a word typed", &typed);
     diff("decode + diff: scrolled 100 px", &scrolled);
+
+    // Masking: the screen task's work per frame with the masked screen derived as well (copy of
+    // the clear pixels, three fields painted over, diff against the previous masked version),
+    // as `session::masking::Masker::derive` does it; the same frames as the diffs above.
+    let fields = [
+        PixelRect {
+            x: 96,
+            y: 112,
+            w: 320,
+            h: 48,
+        },
+        PixelRect {
+            x: 96,
+            y: 208,
+            w: 320,
+            h: 48,
+        },
+        PixelRect {
+            x: 96,
+            y: 304,
+            w: 224,
+            h: 48,
+        },
+    ];
+    let mut masked = |name: &str, next: &RawFrame, rects: &'static [PixelRect]| {
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let (mut model, _rx) = ScreenModel::new();
+                    let (mut masked, _mrx) = ScreenModel::new();
+                    model.apply(base.clone()).expect("base");
+                    derive(&model, &mut masked, &base, rects);
+                    (model, masked, next.clone())
+                },
+                |(mut model, mut masked, next)| {
+                    model.apply(next.clone()).expect("apply");
+                    derive(&model, &mut masked, &next, rects);
+                    (model, masked)
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    };
+    let fields: &'static [PixelRect] = Box::leak(Box::new(fields));
+    masked(
+        "masked too: a word typed, 3 fields on screen",
+        &typed,
+        fields,
+    );
+    masked(
+        "masked too: scrolled 100 px, 3 fields on screen",
+        &scrolled,
+        fields,
+    );
+    masked("masked too: a word typed, no field on screen", &typed, &[]);
 
     let rgb = page.as_raw();
     let crop = |r: PixelRect| -> Vec<u8> {

@@ -88,6 +88,7 @@ async fn main() {
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
             fault_stall_screencast: false,
             proxy,
+            mask_script: cobrowse::mask::page_script(&[]).into(),
         })
     };
     let direct = launch(None).await.expect("launch");

@@ -81,6 +81,7 @@ impl Raw {
             viewport: DEFAULT_VIEWPORT,
             scale: 1.0,
             jpeg_quality: cobrowse::config::DEFAULT_JPEG_QUALITY,
+            mask_script: cobrowse::mask::page_script(&[]).into(),
             fault_stall_screencast: false,
             proxy: None,
         })
@@ -89,7 +90,12 @@ impl Raw {
         let cancel = CancellationToken::new();
         let (frames, mut screen) = tokio::sync::watch::channel(None);
         browser
-            .spawn_frame_pump(frames, cancel.clone())
+            .spawn_frame_pump(
+                frames,
+                cobrowse::mask::MaskSink::new().0,
+                true,
+                cancel.clone(),
+            )
             .await
             .expect("pump");
         let (input, rx) = tokio::sync::mpsc::channel(64);

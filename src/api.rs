@@ -170,6 +170,8 @@ struct CreateSessionBody {
     /// Seconds the session's join links admit people; default the server's `--link-ttl`.
     #[serde(rename = "linkTtlSecs")]
     link_ttl_secs: Option<u64>,
+    /// CSS selectors of elements masked in this session, on top of the deployment's.
+    mask: Option<Vec<String>>,
 }
 
 /// Largest device scale factor a session may ask for.
@@ -183,6 +185,7 @@ struct CreateOptions {
     control: Policy,
     control_idle: std::time::Duration,
     link_ttl: Option<std::time::Duration>,
+    mask: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -268,7 +271,8 @@ impl From<SessionInfo> for SessionView {
     }
 }
 
-fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
+/// `deployment_masks`: how many selectors the deployment masks already (they share the limit).
+fn parse_create(body: &[u8], deployment_masks: usize) -> Result<CreateOptions, AppError> {
     let body: CreateSessionBody = serde_json::from_slice(body)
         .map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))?;
     let url = body
@@ -302,7 +306,17 @@ fn parse_create(body: &[u8]) -> Result<CreateOptions, AppError> {
     let viewport = viewport
         .validate_scaled(scale)
         .map_err(AppError::BadRequest)?;
+    let mask = body.mask.unwrap_or_default();
+    if mask.len() + deployment_masks > crate::mask::MAX_SELECTORS {
+        return Err(AppError::BadRequest(format!(
+            "mask: at most {} selectors with the server's own {deployment_masks}",
+            crate::mask::MAX_SELECTORS
+        )));
+    }
+    let mask = crate::mask::validate_selectors(&mask)
+        .map_err(|e| AppError::BadRequest(format!("mask: {e}")))?;
     Ok(CreateOptions {
+        mask,
         url,
         viewport,
         scale,
@@ -347,7 +361,7 @@ pub async fn create_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let options = parse_create(&body)?;
+    let options = parse_create(&body, app.config.mask.len())?;
     let start_url = options.url.clone();
     let links_base = links_base(&app.config, &headers);
     let session = app
@@ -360,6 +374,7 @@ pub async fn create_session(
             control: options.control,
             control_idle: options.control_idle,
             link_ttl: options.link_ttl.unwrap_or(app.config.link_ttl),
+            mask: options.mask,
         })
         .await?;
     info!(session_id = %session.id(), "session created");
@@ -406,15 +421,30 @@ pub async fn get_session(
     Ok(Json(find(&app, &id)?.info().into()))
 }
 
-/// `GET /api/sessions/{id}/screenshot`: the server's current screen of the session, as a lossless
-/// PNG (exactly the pixels every viewer converges on).
+/// Query of the screenshot route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenshotQuery {
+    /// `1`: the masked screen (what masked participants converge on) instead of the clear one.
+    #[serde(default)]
+    masked: Option<u8>,
+}
+
+/// `GET /api/sessions/{id}/screenshot[?masked=1]`: the server's current screen of the session, as
+/// a lossless PNG (exactly the pixels every viewer of that screen converges on). The clear
+/// screen by default: the management API is operator-level (with an API key, it is the
+/// operator's), as the browser itself is; `?masked=1` gives what masked participants see.
 pub async fn screenshot(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ScreenshotQuery>,
 ) -> Result<Response, AppError> {
     let session = find(&app, &id)?;
-    let snapshot = session
-        .screen()
+    let screen = match query.masked {
+        None | Some(0) => session.screen(),
+        Some(_) => session.masked_screen(),
+    };
+    let snapshot = screen
         .borrow()
         .clone()
         .ok_or(AppError::Unavailable("the page has not painted yet".into()))?;
@@ -565,7 +595,7 @@ mod tests {
 
     #[test]
     fn create_body_is_strict() {
-        assert!(parse_create(br#"{"url":"https://e.com"}"#).is_ok());
+        assert!(parse_create(br#"{"url":"https://e.com"}"#, 0).is_ok());
         for bad in [
             &b"not json"[..],
             br#"{}"#,
@@ -574,12 +604,24 @@ mod tests {
             br#"{"url":"https://e.com","width":100000}"#,
             br#"{"url":"https://e.com","height":1.5}"#,
             br#"{"url":"https://e.com","widht":800}"#,
+            br#"{"url":"https://e.com","mask":[""]}"#,
+            br#"{"url":"https://e.com","mask":["a{}"]}"#,
+            br##"{"url":"https://e.com","mask":"#ssn"}"##,
         ] {
             assert!(
-                matches!(parse_create(bad), Err(AppError::BadRequest(_))),
+                matches!(parse_create(bad, 0), Err(AppError::BadRequest(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
+        let ok = parse_create(br##"{"url":"https://e.com","mask":["#ssn"," .x "]}"##, 0);
+        assert_eq!(
+            ok.map(|o| o.mask).ok(),
+            Some(vec!["#ssn".into(), ".x".into()])
+        );
+        // Session selectors share the limit with the deployment's.
+        let body = br##"{"url":"https://e.com","mask":["#a","#b"]}"##;
+        assert!(parse_create(body, crate::mask::MAX_SELECTORS - 2).is_ok());
+        assert!(parse_create(body, crate::mask::MAX_SELECTORS - 1).is_err());
     }
 }

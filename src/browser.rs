@@ -59,6 +59,9 @@ const NATIVE_WORLD: &str = "cobrowse";
 const NATIVE_BINDING: &str = "cobrowseNative";
 /// Intercepts `<select>` popups (see the file).
 const NATIVE_JS: &str = include_str!("js/native.js");
+/// The binding the masking part of the page script reports through (`src/js/mask.js`), in the
+/// same isolated world. Its own name: the frame pump listens for it, not the driver.
+const MASK_BINDING: &str = "cobrowseMask";
 
 /// How long Chromium may take to print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -105,6 +108,8 @@ pub struct LaunchOptions {
     /// screencasts that many pixels per CSS pixel; emulation alone does not enlarge frames).
     pub scale: f64,
     pub jpeg_quality: u8,
+    /// The masking page script with the session's selectors (`mask::page_script`).
+    pub mask_script: std::sync::Arc<str>,
     /// Test fault injection: drop every screencast frame after the first (see `Config`).
     pub fault_stall_screencast: bool,
     /// The session's egress proxy (see [`crate::egress`]): every connection of the browser
@@ -276,7 +281,14 @@ impl Browser {
             handler_gone.cancel();
         });
 
-        let page = match open_page(&browser, options.viewport, options.scale).await {
+        let page = match open_page(
+            &browser,
+            options.viewport,
+            options.scale,
+            &options.mask_script,
+        )
+        .await
+        {
             Ok(page) => page,
             Err(e) => {
                 shutdown(&mut browser, &handler_task, pid, Duration::from_secs(2)).await;
@@ -441,7 +453,13 @@ impl Browser {
             .browser
             .get_page(TargetId::from(target.to_string()))
             .await?;
-        prepare_page(&page, self.options.viewport, self.options.scale).await?;
+        prepare_page(
+            &page,
+            self.options.viewport,
+            self.options.scale,
+            &self.options.mask_script,
+        )
+        .await?;
         // A popup's first document may have started before the page script was registered
         // (chromiumoxide lets a held popup run as soon as its opener sees it): install the
         // script in the current document too. It installs itself once per world.
@@ -452,9 +470,11 @@ impl Browser {
                 .build()
                 .map_err(BrowserError::Config)?;
             let world = page.execute(world).await?;
-            let mut script = EvaluateParams::new(NATIVE_JS);
-            script.context_id = Some(world.result.execution_context_id);
-            page.execute(script).await?;
+            for source in [NATIVE_JS, &*self.options.mask_script] {
+                let mut script = EvaluateParams::new(source);
+                script.context_id = Some(world.result.execution_context_id);
+                page.execute(script).await?;
+            }
         }
         // Harmless for a tab that is not held.
         page.execute(RunIfWaitingForDebuggerParams::default())
@@ -532,19 +552,66 @@ impl Browser {
     /// Starts the task that hands screencast frames to the screen (latest frame wins: the screen
     /// task drops a frame superseded before it got to it). It acks each frame as soon as it
     /// arrives (Chromium stops capturing with 3 unacked) and ends with `cancel`.
+    ///
+    /// The page script's mask reports go through the pump too (to `masks`), and each frame is
+    /// stamped with the newest report seen before it: chromiumoxide's handler puts CDP events
+    /// into their listeners in the order Chromium sent them, so draining the reports already
+    /// queued before taking a frame gives every report the page sent before that frame.
     pub async fn spawn_frame_pump(
         &self,
         frames_out: watch::Sender<Option<RawFrame>>,
+        masks: crate::mask::MaskSink,
+        blank: bool,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BrowserError> {
         let mut frames = self.page.event_listener::<EventScreencastFrame>().await?;
+        let mut reports = self.page.event_listener::<EventBindingCalled>().await?;
         let page = self.page.clone();
         let stall = self.options.fault_stall_screencast;
+        // A tab shown after others (switched to, a popup) may show anything: its geometry is
+        // unknown until its page script reports, and it is masked whole till then. `blank`: the
+        // tab is cobrowse's own about:blank, about to be navigated (a new session or browser):
+        // its next document reports before it paints.
+        if !blank {
+            masks.push(None);
+        }
+        let ask = page.clone();
+        let mask_script = self.options.mask_script.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ask_for_masks(&ask, &mask_script).await {
+                debug!(error = %e, "asking the page for its masked elements failed");
+            }
+        });
+        let is_mask = |e: &EventBindingCalled| e.name == MASK_BINDING;
         Ok(tokio::spawn(async move {
             let mut delivered = 0u64;
             loop {
                 let frame = tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => break,
+                    report = reports.next() => match report {
+                        Some(e) if is_mask(&e) => {
+                            masks.push(Some(e.payload.clone()));
+                            continue;
+                        }
+                        Some(_) => continue,
+                        None => {
+                            // Without reports nothing could be masked: resubscribe, and mask
+                            // everything until the page reports again.
+                            warn!("mask reports stopped; subscribing again");
+                            masks.push(None);
+                            match page.event_listener::<EventBindingCalled>().await {
+                                Ok(again) => {
+                                    reports = again;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "cannot subscribe to mask reports");
+                                    break;
+                                }
+                            }
+                        }
+                    },
                     frame = frames.next() => match frame {
                         Some(f) => f,
                         None => {
@@ -566,6 +633,12 @@ impl Browser {
                 };
                 let arrived = tokio::time::Instant::now();
                 trace!(session = frame.session_id, "screencast frame arrived");
+                // Reports Chromium sent before this frame are already queued: take them first.
+                while let Some(Some(e)) = futures::FutureExt::now_or_never(reports.next()) {
+                    if is_mask(&e) {
+                        masks.push(Some(e.payload.clone()));
+                    }
+                }
                 // Ack at once, in a task of its own: the pump never waits for Chromium's reply
                 // (a lost reply would otherwise stall the screen for chromiumoxide's 30 s timeout).
                 let ack_page = page.clone();
@@ -600,6 +673,7 @@ impl Browser {
                             scroll_y: m.scroll_offset_y,
                             arrived,
                             source: FrameSource::Screencast,
+                            mask_seq: masks.stamp(),
                         }));
                     }
                     Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
@@ -938,6 +1012,8 @@ impl PageHandle {
     /// One frame taken as a screenshot, with the scroll position: for checking a quiet
     /// screencast, and instead of it while it is broken. Slower than a screencast frame (tens of
     /// ms of Chromium's time).
+    /// The scroll position is read before and after: a page that scrolled meanwhile gives no
+    /// frame (masks are placed by that position, it must be the picture's).
     pub async fn capture(&self) -> Result<RawFrame, BrowserError> {
         let metrics = self.page.execute(GetLayoutMetricsParams::default()).await?;
         let shot = self
@@ -951,6 +1027,16 @@ impl PageHandle {
             )
             .await?;
         let arrived = tokio::time::Instant::now();
+        let after = self.page.execute(GetLayoutMetricsParams::default()).await?;
+        let (v, w) = (
+            &metrics.result.css_visual_viewport,
+            &after.result.css_visual_viewport,
+        );
+        if (v.page_x, v.page_y, v.client_width) != (w.page_x, w.page_y, w.client_width) {
+            return Err(BrowserError::Frame(
+                "the page scrolled during the screenshot".into(),
+            ));
+        }
         let data: &str = shot.result.data.as_ref();
         let jpeg = base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -965,6 +1051,8 @@ impl PageHandle {
             scroll_y: v.page_y,
             arrived,
             source: FrameSource::Screenshot,
+            // Stamped by whoever publishes it (the driver), before it asked.
+            mask_seq: 0,
         })
     }
 }
@@ -973,6 +1061,7 @@ async fn open_page(
     browser: &CdpBrowser,
     viewport: Viewport,
     scale: f64,
+    mask_script: &str,
 ) -> Result<Page, BrowserError> {
     let target = CreateTargetParams::builder()
         .url("about:blank")
@@ -990,7 +1079,7 @@ async fn open_page(
             }
         }
     }
-    prepare_page(&page, viewport, scale).await?;
+    prepare_page(&page, viewport, scale, mask_script).await?;
     Ok(page)
 }
 
@@ -1009,17 +1098,48 @@ async fn size_page(page: &Page, viewport: Viewport, scale: f64) -> Result<(), Br
 /// What every tab gets before participants see it: the session's viewport (a popup's window may
 /// be any size; the screen is not) and cobrowse's page script, for every new document, in a world
 /// the page cannot see.
-async fn prepare_page(page: &Page, viewport: Viewport, scale: f64) -> Result<(), BrowserError> {
+async fn prepare_page(
+    page: &Page,
+    viewport: Viewport,
+    scale: f64,
+    mask_script: &str,
+) -> Result<(), BrowserError> {
     size_page(page, viewport, scale).await?;
-    let mut binding = AddBindingParams::new(NATIVE_BINDING);
-    binding.execution_context_name = Some(NATIVE_WORLD.into());
-    page.execute(binding).await?;
-    let mut script = AddScriptToEvaluateOnNewDocumentParams::new(NATIVE_JS);
-    script.world_name = Some(NATIVE_WORLD.into());
-    page.execute(script).await?;
+    for name in [NATIVE_BINDING, MASK_BINDING] {
+        let mut binding = AddBindingParams::new(name);
+        binding.execution_context_name = Some(NATIVE_WORLD.into());
+        page.execute(binding).await?;
+    }
+    for source in [NATIVE_JS, mask_script] {
+        let mut script = AddScriptToEvaluateOnNewDocumentParams::new(source);
+        script.world_name = Some(NATIVE_WORLD.into());
+        page.execute(script).await?;
+    }
     // File fields open no picker on the server's screen: the participant picks on their device.
     page.execute(SetInterceptFileChooserDialogParams::new(true))
         .await?;
+    Ok(())
+}
+
+/// Runs the masking script in the main frame's isolated world: it installs itself where it is
+/// missing, and otherwise reports at once (a tab being shown must say where its fields are).
+async fn ask_for_masks(page: &Page, mask_script: &str) -> Result<(), BrowserError> {
+    let Some(frame) = page.mainframe().await? else {
+        return Ok(());
+    };
+    let world = CreateIsolatedWorldParams::builder()
+        .frame_id(frame)
+        .world_name(NATIVE_WORLD)
+        .build()
+        .map_err(BrowserError::Config)?;
+    let world = tokio::time::timeout(Duration::from_secs(5), page.execute(world))
+        .await
+        .map_err(|_| BrowserError::Timeout)??;
+    let mut script = EvaluateParams::new(mask_script);
+    script.context_id = Some(world.result.execution_context_id);
+    tokio::time::timeout(Duration::from_secs(5), page.execute(script))
+        .await
+        .map_err(|_| BrowserError::Timeout)??;
     Ok(())
 }
 

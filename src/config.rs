@@ -68,6 +68,8 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Whether only `--allow` entries are reachable (`--allow-only`). Off: the public internet is open
 /// and the ranges of [`crate::egress::DEFAULT_BLOCKED`] are closed.
 pub const DEFAULT_ALLOW_ONLY: bool = false;
+/// Who sees masked elements in clear by default (see [`crate::mask::Reveal`]).
+pub const DEFAULT_MASK_REVEAL: &str = "typist";
 
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
@@ -183,6 +185,15 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "COBROWSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Extra CSS selectors of elements to mask, on top of the defaults (password, payment card
+    /// and one-time-code fields, `[data-cobrowse-mask]`). Repeatable, or comma-separated.
+    #[arg(long = "mask", env = "COBROWSE_MASK", value_name = "SELECTOR")]
+    pub mask: Vec<String>,
+    /// Who sees masked elements in clear: `typist` (only the participant typing into the focused
+    /// masked field, while it has focus), `none`, or a comma-separated list of roles (`owner`,
+    /// `controller`, `viewer`) that always see them.
+    #[arg(long, env = "COBROWSE_MASK_REVEAL", default_value = DEFAULT_MASK_REVEAL)]
+    pub mask_reveal: String,
     /// Largest upload into a page's file field (all files of one pick together), MiB; 0 turns
     /// uploads off.
     #[arg(long, env = "COBROWSE_MAX_UPLOAD_MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB)]
@@ -315,6 +326,10 @@ pub struct Config {
     /// What the session browsers may reach (`--allow`, `--deny`, `--allow-only`). Default:
     /// the public internet, nothing private (see [`crate::egress`]).
     pub egress: Arc<EgressPolicy>,
+    /// Extra selectors masked in every session (validated; the defaults are always masked).
+    pub mask: Vec<String>,
+    /// Who sees masked elements in clear.
+    pub mask_reveal: crate::mask::Reveal,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -346,6 +361,8 @@ impl Config {
             audit: crate::audit::Sink::Off,
             trusted_proxies: Vec::new(),
             egress: Arc::new(EgressPolicy::default()),
+            mask: Vec::new(),
+            mask_reveal: crate::mask::DEFAULT_REVEAL,
             fault_stall_screencast: false,
         }
     }
@@ -434,7 +451,12 @@ impl Config {
                     .join(AUDIT_FILE),
             ),
         };
+        let mask = crate::mask::validate_selectors(&crate::mask::split_selectors(&args.mask))
+            .map_err(|e| format!("--mask: {e}"))?;
+        let mask_reveal = crate::mask::Reveal::parse(&args.mask_reveal)?;
         Ok(Config {
+            mask,
+            mask_reveal,
             listen,
             chromium,
             public_url,
@@ -653,6 +675,8 @@ mod tests {
             &["--allow", "example.com,,x"],
             &["--deny", "exa mple.com"],
             &["--allow-only"],
+            &["--mask", "a{}"],
+            &["--mask-reveal", "everyone"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
@@ -734,6 +758,23 @@ mod tests {
         assert!(c.egress.allow_only());
         let d = Config::from_args(args(&[])).expect("valid");
         assert_eq!(*d.egress, EgressPolicy::default());
+    }
+
+    #[test]
+    fn mask_flags() {
+        let c = Config::from_args(args(&["--mask", "#ssn, .secret", "--mask", "[data-x]"]))
+            .expect("valid");
+        assert_eq!(c.mask, vec!["#ssn", ".secret", "[data-x]"]);
+        assert_eq!(c.mask_reveal, crate::mask::Reveal::Typist);
+        let c = Config::from_args(args(&["--mask-reveal", "owner"])).expect("valid");
+        assert_eq!(
+            c.mask_reveal,
+            crate::mask::Reveal::Roles {
+                owner: true,
+                controller: false,
+                viewer: false
+            }
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`browser`]: Chromium processes and every CDP call; the only module that speaks CDP.
 //! - [`tabs`]: the browser's tabs as participants see them, which one is active (pure logic).
 //! - [`files`]: uploads into the page's file fields (HTTP route, file names).
+//! - [`mask`]: masked elements: the page script's reports (checked), placement on a frame, paint (pure logic).
 //! - [`native`]: reports of native UI (`<select>` popups) from the page script, checked (pure logic).
 //! - [`navigation`]: start URLs and the URL bar's reading of typed addresses (pure logic).
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
@@ -37,6 +38,7 @@ pub mod egress;
 pub mod encode;
 pub mod files;
 pub mod input;
+pub mod mask;
 pub mod metrics;
 pub mod native;
 pub mod navigation;

@@ -163,6 +163,12 @@ pub enum ServerMessage<'a> {
         kind: AnnotationKind,
         points: &'a [[f64; 2]],
     },
+    /// Masked participants only: where the screen they are sent is painted over (image pixels
+    /// of the update that follows, `[x, y, w, h]`), for a labelled "hidden" overlay; empty when
+    /// nothing is. Sent before the first update whose masks differ from the last sent.
+    Masks {
+        rects: &'a [[u32; 4]],
+    },
     /// Where the page sits on the screen: its scroll offset and the CSS size the screen shows.
     /// Sent when it changes (at most every 33 ms), for placing annotations.
     View {

@@ -46,6 +46,9 @@ pub struct CreateRequest {
     pub control_idle: Duration,
     /// How long the session's default join links admit people.
     pub link_ttl: Duration,
+    /// Selectors masked in this session on top of the deployment's (validated by the caller;
+    /// together at most `mask::MAX_SELECTORS`).
+    pub mask: Vec<String>,
 }
 
 struct Table {
@@ -142,6 +145,11 @@ impl Registry {
             viewport: request.viewport,
             scale: request.scale,
             jpeg_quality: self.config.jpeg_quality,
+            mask_script: {
+                let mut selectors = self.config.mask.clone();
+                selectors.extend(request.mask.iter().cloned());
+                crate::mask::page_script(&selectors).into()
+            },
             fault_stall_screencast: self.config.fault_stall_screencast,
             proxy: Some(egress.addr()),
         })
@@ -172,6 +180,7 @@ impl Registry {
             max_download_bytes: self.config.max_download_bytes,
             egress,
             egress_reports: reports,
+            mask_reveal: self.config.mask_reveal,
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {

@@ -45,6 +45,8 @@ pub struct RawFrame {
     /// When the frame reached the server: the start of the server's share of the latency.
     pub arrived: Instant,
     pub source: FrameSource,
+    /// The newest mask report seen before this frame (see `mask::MaskLog::for_frame`).
+    pub mask_seq: u64,
 }
 
 /// Where a frame came from.
@@ -100,6 +102,8 @@ pub struct Snapshot {
     pub made_at: Instant,
     /// Milliseconds since the screen started, as `TileInfo::changed_ms` counts them.
     pub made_ms: u32,
+    /// Rectangles painted over (masked screen only; image pixels): the viewer labels them.
+    pub masks: Arc<[crate::tiles::PixelRect]>,
     /// Where `pixels` goes back when this version is dropped.
     pool: Arc<PixelPool>,
 }
@@ -194,6 +198,25 @@ impl ScreenModel {
     /// cannot be decoded leaves the screen as it was.
     pub fn apply(&mut self, frame: RawFrame) -> Result<Option<Arc<Snapshot>>, FrameError> {
         let pixels = decode_jpeg_into(&frame.jpeg, self.pool.take())?;
+        let jpeg = frame.jpeg.clone();
+        Ok(self.apply_decoded(pixels, &frame, jpeg, Arc::from([])))
+    }
+
+    /// A pixel buffer for [`ScreenModel::apply_decoded`], recycled from dropped versions.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.pool.take()
+    }
+
+    /// Applies a frame's pixels already decoded (and, for the masked screen, painted over:
+    /// `masks`). `jpeg` must be an encoding of exactly these pixels, forwarded to viewers as is,
+    /// or empty (never forwarded: the masked screen of a frame with masks on it).
+    pub fn apply_decoded(
+        &mut self,
+        pixels: RgbImage,
+        frame: &RawFrame,
+        jpeg: Bytes,
+        masks: Arc<[crate::tiles::PixelRect]>,
+    ) -> Option<Arc<Snapshot>> {
         let now = Instant::now();
         let now_ms =
             u32::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u32::MAX);
@@ -225,7 +248,7 @@ impl ScreenModel {
                 if !diff.changed && !moved {
                     self.scroll = scroll;
                     self.pool.put(pixels.into_raw());
-                    return Ok(None);
+                    return None;
                 }
                 let mut scrolls = prev.scrolls.clone();
                 if moved {
@@ -245,7 +268,7 @@ impl ScreenModel {
                     version,
                     grid,
                     pixels,
-                    jpeg: frame.jpeg,
+                    jpeg: jpeg.clone(),
                     tiles: diff.tiles,
                     scrolls,
                     scroll_floor,
@@ -253,6 +276,7 @@ impl ScreenModel {
                     arrived: frame.arrived,
                     made_at: now,
                     made_ms: now_ms,
+                    masks: masks.clone(),
                     pool: self.pool.clone(),
                 }
             }
@@ -263,7 +287,7 @@ impl ScreenModel {
                     version,
                     grid,
                     pixels,
-                    jpeg: frame.jpeg,
+                    jpeg: jpeg.clone(),
                     tiles: vec![
                         TileInfo {
                             version,
@@ -279,6 +303,7 @@ impl ScreenModel {
                     arrived: frame.arrived,
                     made_at: now,
                     made_ms: now_ms,
+                    masks: masks.clone(),
                     pool: self.pool.clone(),
                 }
             }
@@ -287,7 +312,7 @@ impl ScreenModel {
         let snapshot = Arc::new(snapshot);
         self.current = Some(snapshot.clone());
         self.tx.send_replace(Some(snapshot.clone()));
-        Ok(Some(snapshot))
+        Some(snapshot)
     }
 }
 
@@ -594,6 +619,7 @@ pub(crate) mod tests {
             scroll_y,
             arrived: Instant::now(),
             source: FrameSource::Screencast,
+            mask_seq: 0,
         }
     }
 

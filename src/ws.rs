@@ -496,7 +496,13 @@ async fn write_loop(
 ) -> Result<(), ConnError> {
     let session = participant.session();
     let mut w = Writer { sink, session };
-    let mut screen = session.screen();
+    // Masking: the screen this participant is served from (masked or clear) may change while it
+    // is connected (a typist); the choice is made here only, and a change starts it over with
+    // a whole screen of the other one.
+    let mut masked = session.sees_masked(participant);
+    let (mut screen, mut encoder) = session.screen_for(masked);
+    let mut audience = session.mask_audience();
+    let mut masks_sent: Option<std::sync::Arc<[crate::tiles::PixelRect]>> = None;
     let mut events = session.events();
     let ended = session.cancelled();
     let is_owner = participant.role() == Role::Owner;
@@ -543,8 +549,16 @@ async fn write_loop(
         if may_send {
             if let Some(snapshot) = &latest {
                 if let Some(plan) = pacer.plan(snapshot) {
-                    let encoded = session
-                        .encoder()
+                    if masked && masks_sent.as_ref() != Some(&snapshot.masks) {
+                        let rects: Vec<[u32; 4]> = snapshot
+                            .masks
+                            .iter()
+                            .map(|r| [r.x, r.y, r.w, r.h])
+                            .collect();
+                        w.send_json(&ServerMessage::Masks { rects: &rects }).await?;
+                        masks_sent = Some(snapshot.masks.clone());
+                    }
+                    let encoded = encoder
                         .get(snapshot.clone(), plan.clone())
                         .await
                         .ok_or(ConnError::Encode)?;
@@ -680,6 +694,23 @@ async fn write_loop(
             changed = screen.changed(), if may_send => {
                 if changed.is_err() {
                     return Ok(());
+                }
+            }
+            changed = audience.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                audience.borrow_and_update();
+                let now_masked = session.sees_masked(participant);
+                if now_masked != masked {
+                    debug!(masked = now_masked, "participant moves to the other screen");
+                    masked = now_masked;
+                    (screen, encoder) = session.screen_for(masked);
+                    screen.mark_changed();
+                    pacer.resync();
+                    if !masked && masks_sent.take().is_some_and(|m| !m.is_empty()) {
+                        w.send_json(&ServerMessage::Masks { rects: &[] }).await?;
+                    }
                 }
             }
             _ = sleep_until_or_never(wake_at) => {}

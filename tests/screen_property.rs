@@ -301,6 +301,7 @@ async fn run(seed: u64, steps: usize) -> u64 {
             scroll_y: my as f64,
             arrived: tokio::time::Instant::now(),
             source: cobrowse::screen::FrameSource::Screencast,
+            mask_seq: 0,
         };
         if let Some(s) = model.apply(frame).expect("frame") {
             latest = Some(s);

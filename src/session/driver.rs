@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::masking::Masker;
 use super::*;
 use crate::browser::{PageEvent, TabEvent};
 use crate::tabs::MAX_TABS;
@@ -51,15 +52,70 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The screen task: turns the latest screencast frame into a screen version, off the async
 /// workers. Frames that arrive while one is being processed supersede each other (each is a
-/// whole screen); the newest is always processed.
+/// whole screen); the newest is always processed. Each new version of the clear screen is also
+/// painted over into the masked screen (`masking::Masker`), and a mask report that changes the
+/// masks of the current frame makes a new masked version on its own.
 pub(super) async fn run_screen(
     mut model: ScreenModel,
+    mut masker: Masker,
     mut frames: watch::Receiver<Option<RawFrame>>,
     session: SessionHandle,
 ) {
-    while frames.changed().await.is_ok() {
-        let Some(frame) = frames.borrow_and_update().clone() else {
-            continue;
+    loop {
+        let settle_at = masker.settle_at();
+        let frame = tokio::select! {
+            biased;
+            changed = frames.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(frame) = frames.borrow_and_update().clone() else {
+                    continue;
+                };
+                frame
+            }
+            update = masker.reports.recv() => {
+                let Some(update) = update else { return };
+                masker.take(update, &session);
+                masker.drain(&session);
+                // The newest frame again with the masks as they are now.
+                let Some(clear) = model.current().cloned() else { continue };
+                let derived = tokio::task::spawn_blocking(move || {
+                    masker.derive(&clear, None);
+                    masker
+                })
+                .await;
+                match derived {
+                    Ok(m) => masker = m,
+                    Err(e) => {
+                        tracing::error!(error = %e, "masking failed; the screen stops here");
+                        session.end("the screen could not be processed");
+                        return;
+                    }
+                }
+                continue;
+            }
+            _ = sleep_until_or_never(settle_at) => {
+                // The page stayed still: mask its last frame with its own report only.
+                let Some(clear) = model.current().cloned() else {
+                    masker.settle_skipped();
+                    continue;
+                };
+                let settled = tokio::task::spawn_blocking(move || {
+                    masker.settle(&clear);
+                    masker
+                })
+                .await;
+                match settled {
+                    Ok(m) => masker = m,
+                    Err(e) => {
+                        tracing::error!(error = %e, "masking failed; the screen stops here");
+                        session.end("the screen could not be processed");
+                        return;
+                    }
+                }
+                continue;
+            }
         };
         let stats = &session.shared.stats;
         match frame.source {
@@ -71,14 +127,21 @@ pub(super) async fn run_screen(
         if !polled && stats.polling.load(Ordering::Relaxed) {
             continue;
         }
+        // Every report the page sent before this frame is queued by now (the pump queued it
+        // first): the frame's masks are known.
+        masker.drain(&session);
         let applied = tokio::task::spawn_blocking(move || {
-            let result = model.apply(frame);
-            (model, result)
+            let result = model.apply(frame.clone());
+            if let Some(clear) = model.current().cloned() {
+                masker.derive(&clear, Some(frame));
+            }
+            (model, masker, result)
         })
         .await;
         match applied {
-            Ok((m, result)) => {
+            Ok((m, k, result)) => {
                 model = m;
+                masker = k;
                 match result {
                     Ok(Some(s)) => {
                         {
@@ -105,6 +168,14 @@ pub(super) async fn run_screen(
                 return;
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -342,7 +413,9 @@ impl Driver {
             browser.close(self.close_grace).await;
             return Err(e);
         }
-        let wiring = match self.wire(&browser, inputs).await {
+        // A new browser's only tab is cobrowse's own about:blank: nothing to mask before the page
+        // script's first report.
+        let wiring = match self.wire(&browser, inputs, true).await {
             Ok(wiring) => wiring,
             Err((e, _)) => {
                 browser.close(self.close_grace).await;
@@ -378,10 +451,16 @@ impl Driver {
         &self,
         browser: &Browser,
         inputs: mpsc::Receiver<Input>,
+        blank: bool,
     ) -> Result<Wiring, (crate::browser::BrowserError, mpsc::Receiver<Input>)> {
         let cancel = self.handle.shared.cancel.child_token();
         let pump = match browser
-            .spawn_frame_pump(self.frames.clone(), cancel.clone())
+            .spawn_frame_pump(
+                self.frames.clone(),
+                self.handle.mask_sink(),
+                blank,
+                cancel.clone(),
+            )
             .await
         {
             Ok(pump) => pump,
@@ -416,7 +495,7 @@ impl Driver {
             debug!("stopping the screencast of the previous tab timed out");
         }
         attached.browser.set_active(&tab);
-        match self.wire(&attached.browser, inputs).await {
+        match self.wire(&attached.browser, inputs, false).await {
             Ok(wiring) => attached.wiring = Some(wiring),
             Err((e, inputs)) => {
                 // Closed meanwhile (participants closing tabs fast): its close event comes next
@@ -426,7 +505,7 @@ impl Driver {
                 match attached.pages.get(&attached.active).cloned() {
                     Some(previous) if previous.target() != target => {
                         attached.browser.set_active(&previous);
-                        match self.wire(&attached.browser, inputs).await {
+                        match self.wire(&attached.browser, inputs, false).await {
                             Ok(wiring) => attached.wiring = Some(wiring),
                             Err((_, inputs)) => attached.parked = Some(inputs),
                         }
@@ -881,8 +960,11 @@ impl Driver {
 
     /// Takes a screenshot and hands it to the screen like a frame.
     async fn capture(&self, probe: &PageHandle) {
+        // Stamped before asking: every mask report newer than this may describe the picture.
+        let stamp = self.handle.mask_stamp();
         match tokio::time::timeout(POLL_TIMEOUT, probe.capture()).await {
-            Ok(Ok(frame)) => {
+            Ok(Ok(mut frame)) => {
+                frame.mask_seq = stamp;
                 self.frames.send_replace(Some(frame));
             }
             Ok(Err(e)) => debug!(error = %e, "screenshot failed"),

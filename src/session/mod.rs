@@ -30,6 +30,7 @@ use crate::screen::{FrameSource, RawFrame, ScreenModel, ScreenWatch};
 use crate::tabs::{TabInfo, Tabs};
 
 mod driver;
+mod masking;
 pub use driver::POLL_EVERY;
 use driver::{run_screen, Driver};
 
@@ -385,6 +386,8 @@ struct Shared {
     links_base: String,
     max_participants: usize,
     screen: ScreenWatch,
+    /// The masked screen and who gets it (see `masking`).
+    masking: masking::Masking,
     /// Updates encoded for the latest versions, shared by every participant.
     encoder: EncodeCache,
     input: mpsc::Sender<Input>,
@@ -491,6 +494,8 @@ pub struct NewSession {
     pub egress: crate::egress::EgressProxy,
     /// What the proxy blocked, for the driver (explanation page) and later the audit log.
     pub egress_reports: mpsc::Receiver<crate::egress::BlockedRequest>,
+    /// Who sees masked elements in clear.
+    pub mask_reveal: crate::mask::Reveal,
 }
 
 impl SessionHandle {
@@ -504,6 +509,8 @@ impl SessionHandle {
         on_finished: impl FnOnce(&str) + Send + 'static,
     ) -> Result<SessionHandle, crate::browser::BrowserError> {
         let (model, screen) = ScreenModel::new();
+        let (masked_model, masked_screen) = ScreenModel::new();
+        let (mask_sink, mask_reports) = crate::mask::MaskSink::new();
         let (frames_tx, frames_rx) = watch::channel(None);
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (tab_tx, tab_rx) = mpsc::channel(TAB_COMMANDS);
@@ -532,6 +539,7 @@ impl SessionHandle {
             links_base: new.links_base,
             max_participants: new.max_participants,
             screen,
+            masking: masking::Masking::new(new.mask_reveal, masked_screen, mask_sink),
             encoder: EncodeCache::default(),
             input: input_tx,
             tab_commands: tab_tx,
@@ -571,8 +579,13 @@ impl SessionHandle {
         });
         let handle = SessionHandle { shared };
         let screen_task = tokio::spawn(
-            run_screen(model, frames_rx, handle.clone())
-                .instrument(tracing::info_span!("screen", session_id = %handle.id())),
+            run_screen(
+                model,
+                masking::Masker::new(masked_model, mask_reports),
+                frames_rx,
+                handle.clone(),
+            )
+            .instrument(tracing::info_span!("screen", session_id = %handle.id())),
         );
         let driver = Driver::new(
             handle.clone(),
@@ -1357,10 +1370,13 @@ impl SessionHandle {
 
     /// Remembers who last pressed something on the page (a popup that opens is theirs).
     pub fn acted(&self, p: &Participant) {
-        let mut state = self.state();
-        if state.last_actor.as_deref() != Some(p.id()) {
-            state.last_actor = Some(p.id().to_string());
+        {
+            let mut state = self.state();
+            if state.last_actor.as_deref() != Some(p.id()) {
+                state.last_actor = Some(p.id().to_string());
+            }
         }
+        self.mask_acted(p);
     }
 
     /// A `<select>` popup, or a colour/date/time picker, opened in the page: shown to whoever

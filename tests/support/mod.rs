@@ -436,7 +436,7 @@ impl Participant {
         }
     }
 
-    fn apply(&mut self, raw: Vec<u8>) -> Frame {
+    pub fn apply(&mut self, raw: Vec<u8>) -> Frame {
         let header = protocol::decode_update_header(&raw).expect("update header");
         let (w, h) = (u32::from(header.width), u32::from(header.height));
         let mut screen = match self.screen.take() {
@@ -736,6 +736,38 @@ dst.addEventListener('dragover', (e) => e.preventDefault());
 addEventListener('scroll', () => report({type: 'scroll', x: scrollX, y: scrollY}));
 </script></body>"#;
 
+/// Masking page (tests/masking.rs): fields in colours found nowhere else on the page, so a leak
+/// of any of their pixels is visible. A password field (magenta), a card number (green, by
+/// `autocomplete`), an element masked by a session selector (`#ssn`, cyan, moved with a CSS
+/// transition), a plain field, and a button that makes the page jump the card field around
+/// by script. 3,000 px tall, for scrolling. Reports input, focus, moves and scrolls.
+pub const MASK_PAGE: &str = r#"<body style="margin:0;height:3000px;background:#fff;font:16px 'DejaVu Sans',sans-serif">
+<h1 style="margin:8px 20px;font-size:24px">Sign in</h1>
+<input id=pw type=password style="position:absolute;left:100px;top:120px;width:300px;height:40px;background:rgb(255,0,200);border:0;outline:none;color:#000;font-size:28px">
+<input id=cc autocomplete=cc-number value="4111 1111 1111 1111" style="position:absolute;left:100px;top:220px;width:300px;height:40px;background:rgb(0,255,0);border:0;outline:none;color:#000;font-size:20px">
+<div id=ssn style="position:absolute;left:100px;top:320px;width:200px;height:40px;background:rgb(0,200,255);transition:left 400ms linear,top 400ms linear">123-45-6789</div>
+<input id=plain style="position:absolute;left:600px;top:120px;width:300px;height:40px">
+<button id=move style="position:absolute;left:600px;top:220px;width:120px;height:40px">Move</button>
+<script>
+pw.addEventListener('input', () => report({type: 'input', value: pw.value}));
+pw.addEventListener('focus', () => report({type: 'focus', id: 'pw'}));
+addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
+move.addEventListener('click', () => {
+  let i = 0;
+  ssn.style.left = '700px';
+  ssn.style.top = '420px';
+  const jump = setInterval(() => {
+    i += 1;
+    cc.style.left = (100 + (i * 137) % 800) + 'px';
+    cc.style.top = (220 + (i * 89) % 400) + 'px';
+    if (i === 12) {
+      clearInterval(jump);
+      report({type: 'moved', left: cc.style.left, top: cc.style.top});
+    }
+  }, 60);
+});
+</script></body>"#;
+
 fn page(body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=utf-8>{REPORT_JS}</head>{body}</html>"
@@ -794,6 +826,7 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
 </script></body>"#)
             }))
             .route("/text", get(|| async { page(&text_page()) }))
+            .route("/mask", get(|| async { page(MASK_PAGE) }))
             .route("/keylog", get(|| async { page(keyboard::keylog_page()) }))
             .route("/mouse", get(|| async { page(MOUSE_PAGE) }))
             // Areas with different cursors, left to right: text, pointer, a url() cursor with a

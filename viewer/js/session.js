@@ -16,6 +16,7 @@ import { PasteBox } from './paste.js';
 import { PickerBox } from './picker.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
+import { MaskOverlay } from './masks.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -127,6 +128,7 @@ const control = new ControlPanel(
   stats,
 );
 const cursors = new RemoteCursors($('cursors'), ui.canvas);
+const maskOverlay = new MaskOverlay($('masks'), ui.canvas);
 const nav = new NavBar(
   {
     form: $('nav'),
@@ -364,6 +366,10 @@ const handlers = {
   annotation(msg) {
     stats.annotations = (stats.annotations ?? 0) + 1;
     annotations.annotation(msg);
+  },
+  masks(msg) {
+    stats.masks = Array.isArray(msg.rects) ? msg.rects.length : 0;
+    maskOverlay.masks(msg);
   },
   pointers(msg) {
     stats.pointers = msg.pointers ?? [];
