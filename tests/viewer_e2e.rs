@@ -156,35 +156,9 @@ async fn the_landing_page_starts_a_session() {
         eval(&page, "document.getElementById('key-form').hidden").await,
         true
     );
-    // Type the URL into the box and press Start, as a person does.
-    let url_box = page.find_element("#url").await.expect("URL box");
-    url_box.click().await.expect("focus");
-    url_box
-        .type_str(site.url("/color?c=rgb(250,200,0)"))
-        .await
-        .expect("type URL");
-    let mut navigations = page
-        .event_listener::<chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated>()
-        .await
-        .expect("navigation events");
-    page.find_element("#start")
-        .await
-        .expect("Start")
-        .click()
-        .await
-        .expect("press Start");
-    // Start creates the session (POST /api/sessions), then goes to the owner link.
-    let arrived = async {
-        while let Some(event) = navigations.next().await {
-            if event.frame.parent_id.is_none() && event.frame.url.contains("/s/") {
-                return event.frame.url.clone();
-            }
-        }
-        panic!("viewer closed");
-    };
-    let session_url = tokio::time::timeout(support::WAIT, arrived)
-        .await
-        .expect("navigates in time");
+    // Type the URL into the box and press Start, as a person does: Start creates the session
+    // (POST /api/sessions), then goes to the owner link.
+    let session_url = start_from_landing(&page, &site.url("/color?c=rgb(250,200,0)")).await;
     assert!(session_url.starts_with(&server.url("/s/")), "{session_url}");
     // The browser lands on the owner's session page and paints the remote page.
     painted(&page, 0).await;
@@ -201,6 +175,35 @@ async fn the_landing_page_starts_a_session() {
     assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1));
     viewer.close().await;
     server.stop().await;
+}
+
+/// Types `url` into the landing page's address box, presses Start, and returns the session page's
+/// URL once the browser went there.
+async fn start_from_landing(page: &chromiumoxide::Page, url: &str) -> String {
+    let url_box = page.find_element("#url").await.expect("URL box");
+    url_box.click().await.expect("focus");
+    url_box.type_str(url).await.expect("type URL");
+    let mut navigations = page
+        .event_listener::<chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated>()
+        .await
+        .expect("navigation events");
+    page.find_element("#start")
+        .await
+        .expect("Start")
+        .click()
+        .await
+        .expect("press Start");
+    let arrived = async {
+        while let Some(event) = navigations.next().await {
+            if event.frame.parent_id.is_none() && event.frame.url.contains("/s/") {
+                return event.frame.url.clone();
+            }
+        }
+        panic!("viewer closed");
+    };
+    tokio::time::timeout(support::WAIT, arrived)
+        .await
+        .expect("navigates in time")
 }
 
 /// Script that resolves once element `id` is no longer hidden.
@@ -259,33 +262,7 @@ async fn the_landing_page_signs_in_with_an_api_key() {
         .expect("press");
     assert_eq!(eval(&page, &shown("start-form")).await, true);
     // Signed in: Start creates a session with the key and lands on the owner's page.
-    let url_box = page.find_element("#url").await.expect("URL box");
-    url_box.click().await.expect("focus");
-    url_box
-        .type_str(site.url("/color"))
-        .await
-        .expect("type URL");
-    let mut navigations = page
-        .event_listener::<chromiumoxide::cdp::browser_protocol::page::EventFrameNavigated>()
-        .await
-        .expect("navigation events");
-    page.find_element("#start")
-        .await
-        .expect("Start")
-        .click()
-        .await
-        .expect("press Start");
-    let arrived = async {
-        while let Some(event) = navigations.next().await {
-            if event.frame.parent_id.is_none() && event.frame.url.contains("/s/") {
-                return;
-            }
-        }
-        panic!("viewer closed");
-    };
-    tokio::time::timeout(support::WAIT, arrived)
-        .await
-        .expect("navigates in time");
+    start_from_landing(&page, &site.url("/color")).await;
     painted(&page, 0).await;
     assert_eq!(eval(&page, "window.cobrowse.role").await, "owner");
     // The key stays in that tab: a request without it is still refused.

@@ -50,6 +50,28 @@ pub const POLL_EVERY: Duration = Duration::from_millis(100);
 /// A screenshot not taken within this long is given up (the next one is tried).
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Runs `work` on the masker on the blocking pool (it copies and diffs whole screens). A panic
+/// there ends the session (`None`): its masked screen could no longer be trusted.
+async fn on_masker(
+    mut masker: Masker,
+    session: &SessionHandle,
+    work: impl FnOnce(&mut Masker) + Send + 'static,
+) -> Option<Masker> {
+    let done = tokio::task::spawn_blocking(move || {
+        work(&mut masker);
+        masker
+    })
+    .await;
+    match done {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!(error = %e, "masking failed; the screen stops here");
+            session.end("the screen could not be processed");
+            None
+        }
+    }
+}
+
 /// The screen task: turns the latest screencast frame into a screen version, off the async
 /// workers. Frames that arrive while one is being processed supersede each other (each is a
 /// whole screen); the newest is always processed. Each new version of the clear screen is also
@@ -80,19 +102,10 @@ pub(super) async fn run_screen(
                 masker.drain(&session);
                 // The newest frame again with the masks as they are now.
                 let Some(clear) = model.current().cloned() else { continue };
-                let derived = tokio::task::spawn_blocking(move || {
-                    masker.derive(&clear, None);
-                    masker
-                })
-                .await;
-                match derived {
-                    Ok(m) => masker = m,
-                    Err(e) => {
-                        tracing::error!(error = %e, "masking failed; the screen stops here");
-                        session.end("the screen could not be processed");
-                        return;
-                    }
-                }
+                let Some(m) = on_masker(masker, &session, move |m| m.derive(&clear, None)).await else {
+                    return;
+                };
+                masker = m;
                 continue;
             }
             _ = sleep_until_or_never(settle_at) => {
@@ -101,19 +114,10 @@ pub(super) async fn run_screen(
                     masker.settle_skipped();
                     continue;
                 };
-                let settled = tokio::task::spawn_blocking(move || {
-                    masker.settle(&clear);
-                    masker
-                })
-                .await;
-                match settled {
-                    Ok(m) => masker = m,
-                    Err(e) => {
-                        tracing::error!(error = %e, "masking failed; the screen stops here");
-                        session.end("the screen could not be processed");
-                        return;
-                    }
-                }
+                let Some(m) = on_masker(masker, &session, move |m| m.settle(&clear)).await else {
+                    return;
+                };
+                masker = m;
                 continue;
             }
         };
