@@ -471,6 +471,18 @@ impl EgressPolicy {
         };
         let allow = parse("--allow", allow)?;
         let deny = parse("--deny", deny)?;
+        // Inside a tunnel the proxy sees no path, so a denied https/wss URL prefix could not be
+        // enforced: refuse it rather than let an operator believe it holds.
+        if let Some(e) = deny
+            .iter()
+            .find(|e| e.is_url() && !e.raw.to_ascii_lowercase().starts_with("http://"))
+        {
+            return Err(format!(
+                "--deny {}: a URL prefix can only be denied for http:// (an encrypted connection \
+                 shows the host, not the path); deny the host instead",
+                e.raw
+            ));
+        }
         if allow_only && allow.is_empty() {
             return Err("--allow-only needs at least one --allow entry".into());
         }
@@ -1324,11 +1336,19 @@ mod tests {
         // A tunnel shows host and port only.
         assert!(p.decide(&req("bank.example", 443), public).is_ok());
         assert!(p.decide(&req("bank.example", 8443), public).is_err());
-        // Deny prefixes are checked on URLs only, never close a whole tunnel.
-        let p = policy(&[], &["https://news.example/private/"], false);
-        assert!(p.decide(&req("news.example", 443), public).is_ok());
-        assert!(p.decide_url("https://news.example/private/x?y").is_err());
-        assert!(p.decide_url("https://news.example/public/").is_ok());
+        // A tunnel shows no path, so a denied https (or wss) prefix could not hold: refused.
+        for bad in [
+            "https://news.example/private/",
+            "wss://news.example/feed",
+            "HTTPS://x.example/",
+        ] {
+            let err = EgressPolicy::from_flags(&[], &[bad.to_string()], false)
+                .expect_err("an https deny prefix is refused");
+            assert!(err.contains("deny the host instead"), "{err}");
+        }
+        let p = policy(&[], &["http://news.example/private/"], false);
+        assert!(p.decide_url("http://news.example/private/x?y").is_err());
+        assert!(p.decide_url("http://news.example/public/").is_ok());
     }
 
     #[test]
