@@ -102,8 +102,10 @@ async fn accept_loop(
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    drop(permit);
+                    // Held until the server took the connection: finished handshakes waiting
+                    // for it count against the cap too.
                     let _ = ready.send((tls, peer)).await;
+                    drop(permit);
                 }
                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),

@@ -121,6 +121,10 @@ pub async fn upgrade(
             return AppError::Unavailable("participant limit reached".into()).into_response()
         }
         Err(JoinError::Ended) => return AppError::NotFound("session not found").into_response(),
+        Err(JoinError::Revoked) => {
+            return AppError::Unauthorized("missing, invalid, expired or revoked link")
+                .into_response()
+        }
     };
     let span = tracing::info_span!("participant", session_id = %session.id(), participant = %participant.id());
     ws.protocols([SUBPROTOCOL])
@@ -541,6 +545,17 @@ async fn write_loop(
     // Where the page sat on the screen when last told (`view`).
     let mut view_sent: Option<[f64; 4]> = None;
     loop {
+        // Which screen this participant may see is decided before anything is planned from one:
+        // a participant who stopped typing in a masked field must not get one more clear frame.
+        if session.sees_masked(participant) != masked {
+            masked = !masked;
+            debug!(masked, "participant moves to the other screen");
+            (screen, encoder) = session.screen_for(masked);
+            pacer.resync();
+            if !masked && masks_sent.take().is_some_and(|m| !m.is_empty()) {
+                w.send_json(&ServerMessage::Masks { rects: &[] }).await?;
+            }
+        }
         // The screen: while the window is open, whatever this participant lacks goes out as one
         // update (see `pacing` for the slow-viewer policy).
         let latest = screen.borrow_and_update().clone();
@@ -562,6 +577,11 @@ async fn write_loop(
                         .get(snapshot.clone(), plan.clone())
                         .await
                         .ok_or(ConnError::Encode)?;
+                    // Encoding took a while: if this participant's screen changed meanwhile, this
+                    // update is of the wrong one. Drop it; the top of the loop switches.
+                    if session.sees_masked(participant) != masked {
+                        continue;
+                    }
                     let refine_only =
                         !plan.keyframe && plan.copies.is_empty() && plan.dirty.is_empty();
                     let header = UpdateHeader {
@@ -700,18 +720,8 @@ async fn write_loop(
                 if changed.is_err() {
                     return Ok(());
                 }
+                // The top of the loop switches screens.
                 audience.borrow_and_update();
-                let now_masked = session.sees_masked(participant);
-                if now_masked != masked {
-                    debug!(masked = now_masked, "participant moves to the other screen");
-                    masked = now_masked;
-                    (screen, encoder) = session.screen_for(masked);
-                    screen.mark_changed();
-                    pacer.resync();
-                    if !masked && masks_sent.take().is_some_and(|m| !m.is_empty()) {
-                        w.send_json(&ServerMessage::Masks { rects: &[] }).await?;
-                    }
-                }
             }
             _ = sleep_until_or_never(wake_at) => {}
             _ = sleep_until_or_never(pointer_wake) => {}

@@ -386,3 +386,28 @@ async fn the_viewer_labels_masked_fields_hidden() {
     browser.close().await;
     server.stop().await;
 }
+
+/// Copying never takes text out of a masked field: the clipboard must not carry what the pixels
+/// hide (the card number is in the field's value, selectable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_from_a_masked_field_copies_nothing() {
+    let mut site = TestSite::start().await;
+    let server = TestServer::for_site(&site).await;
+    let (id, links) = server.create_session(&site.url("/mask")).await;
+    let mut agent = server.join(&id, &links.controller).await;
+    site.report_of("ready").await;
+    // Ctrl+A, Ctrl+C in the card field (CSS 100,220 300×40; the screen is 1:1).
+    agent.click(250.0, 240.0).await;
+    agent.press("a", "KeyA", 65, 2).await;
+    agent.press("c", "KeyC", 67, 2).await;
+    // Then in a plain field: this copy arrives, and it is the first one.
+    agent.click(750.0, 140.0).await;
+    agent.send(json!({"t": "text", "text": "visible"})).await;
+    agent.press("a", "KeyA", 65, 2).await;
+    agent.press("c", "KeyC", 67, 2).await;
+    let copied = agent.json_where("clipboard", |_| true).await;
+    assert_eq!(
+        copied["text"], "visible",
+        "the card field's text was copied out"
+    );
+}

@@ -206,6 +206,19 @@ async fn start_from_landing(page: &chromiumoxide::Page, url: &str) -> String {
         .expect("navigates in time")
 }
 
+/// Types `key` into the landing page's API key box and presses Sign in.
+async fn sign_in(page: &chromiumoxide::Page, key: &str) {
+    let key_box = page.find_element("#api-key").await.expect("key box");
+    key_box.click().await.expect("focus");
+    key_box.type_str(key).await.expect("type");
+    page.find_element("#sign-in")
+        .await
+        .expect("Sign in")
+        .click()
+        .await
+        .expect("press");
+}
+
 /// Script that resolves once element `id` is no longer hidden.
 fn shown(id: &str) -> String {
     format!(
@@ -232,34 +245,14 @@ async fn the_landing_page_signs_in_with_an_api_key() {
         eval(&page, "document.getElementById('start-form').hidden").await,
         true
     );
-    let key_box = page.find_element("#api-key").await.expect("key box");
-    key_box.click().await.expect("focus");
-    key_box
-        .type_str("wrong-key-0123456789")
-        .await
-        .expect("type");
-    page.find_element("#sign-in")
-        .await
-        .expect("Sign in")
-        .click()
-        .await
-        .expect("press");
+    // A wrong key: an error, and still no start form.
+    sign_in(&page, "wrong-key-0123456789").await;
     assert_eq!(eval(&page, &shown("key-error")).await, true);
     assert_eq!(
         eval(&page, "document.getElementById('start-form').hidden").await,
         true
     );
-    key_box.click().await.expect("focus");
-    key_box
-        .type_str("landing-key-0123456789")
-        .await
-        .expect("type");
-    page.find_element("#sign-in")
-        .await
-        .expect("Sign in")
-        .click()
-        .await
-        .expect("press");
+    sign_in(&page, "landing-key-0123456789").await;
     assert_eq!(eval(&page, &shown("start-form")).await, true);
     // Signed in: Start creates a session with the key and lands on the owner's page.
     start_from_landing(&page, &site.url("/color")).await;

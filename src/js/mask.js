@@ -11,6 +11,26 @@
     globalThis.__cobrowseMaskReport(true);
     return;
   }
+  // Copy and cut (native.js, same world) ask this first: text from a masked element (focused,
+  // inside one, or any part of one selected) never goes to anyone's clipboard; the pixels hide it.
+  const MASKED = /*SELECTORS*/[];
+  globalThis.__cobrowseCopyTouchesMask = () => {
+    const active = document.activeElement;
+    const selection = getSelection();
+    for (const selector of MASKED) {
+      let found;
+      try {
+        found = document.querySelectorAll(selector);
+      } catch {
+        continue;
+      }
+      for (const el of found) {
+        if (active && (el === active || el.contains(active))) return true;
+        if (selection && selection.rangeCount && selection.containsNode(el, true)) return true;
+      }
+    }
+    return false;
+  };
   // Frames are measured by the top document (it knows where they sit); a cross-origin frame it
   // cannot reach is a documented limit (mask the <iframe> itself with a selector).
   if (window !== window.top) return;

@@ -110,12 +110,14 @@
   };
 
   // Copy and cut: the text copied goes to the participant who pressed the keys, for their own
-  // clipboard. Never from a password field (browsers do not copy those either).
+  // clipboard. Never from a password field (browsers do not copy those either) nor a masked one.
   const MAX_COPY = 100000;
   const copied = () => {
     const el = document.activeElement;
     let text = '';
     if (el instanceof HTMLInputElement && el.type === 'password') return;
+    // Nor from a masked element (mask.js): the clipboard must not carry what the pixels hide.
+    if (globalThis.__cobrowseCopyTouchesMask?.()) return;
     if ((el instanceof HTMLTextAreaElement || el instanceof HTMLInputElement) && el.selectionStart !== null) {
       text = el.value.slice(el.selectionStart, el.selectionEnd);
     } else {

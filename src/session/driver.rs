@@ -136,7 +136,10 @@ pub(super) async fn run_screen(
         masker.drain(&session);
         let applied = tokio::task::spawn_blocking(move || {
             let result = model.apply(frame.clone());
-            if let Some(clear) = model.current().cloned() {
+            // A refused frame left the previous screen: masks placed for the refused frame's
+            // scroll and size would not fit it. An unchanged frame shows the same pixels, so
+            // its placement holds.
+            if let (Ok(_), Some(clear)) = (&result, model.current().cloned()) {
                 masker.derive(&clear, Some(frame));
             }
             (model, masker, result)

@@ -467,6 +467,8 @@ pub enum JoinError {
     Full,
     #[error("session ended")]
     Ended,
+    #[error("the link was revoked")]
+    Revoked,
 }
 
 /// What the registry needs to build a session around a launched browser.
@@ -995,6 +997,15 @@ impl SessionHandle {
         }
         let (participant, count, entry) = {
             let mut state = self.state();
+            // Checked again under the state lock: a revocation between the token check and here
+            // has either already cancelled everyone in the list, or is seen now.
+            // (`revoke_link` takes the links lock and releases it before the state lock.)
+            if lock(&self.shared.links)
+                .get(grant)
+                .is_none_or(|e| e.revoked)
+            {
+                return Err(JoinError::Revoked);
+            }
             if state.participants.len() >= self.shared.max_participants {
                 return Err(JoinError::Full);
             }
