@@ -541,34 +541,6 @@ impl EgressPolicy {
     pub fn decide_all(&self, request: &Request<'_>, addrs: &[IpAddr]) -> Result<(), BlockReason> {
         addrs.iter().try_for_each(|a| self.decide(request, *a))
     }
-
-    /// Decides a URL the browser is about to show (a main-frame navigation) on what its text
-    /// says, before any connection: the `--deny`/`--allow-only` URL-prefix entries, which a
-    /// tunnel cannot check. Host and address checks happen in the proxy.
-    pub fn decide_url(&self, url: &str) -> Result<(), BlockReason> {
-        let Ok(parsed) = url::Url::parse(url) else {
-            return Ok(());
-        };
-        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
-            return Ok(());
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let request = Request {
-            host,
-            port,
-            url: Some(parsed.as_str()),
-        };
-        if let Some(entry) = self
-            .deny
-            .iter()
-            .find(|e| e.is_url() && e.matches(&request, IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
-        {
-            return Err(BlockReason::Denied {
-                entry: entry.raw.clone(),
-            });
-        }
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1346,9 +1318,19 @@ mod tests {
                 .expect_err("an https deny prefix is refused");
             assert!(err.contains("deny the host instead"), "{err}");
         }
+        // A denied http prefix holds: the proxy sees plain HTTP's URL.
         let p = policy(&[], &["http://news.example/private/"], false);
-        assert!(p.decide_url("http://news.example/private/x?y").is_err());
-        assert!(p.decide_url("http://news.example/public/").is_ok());
+        let news = |url| Request {
+            host: "news.example",
+            port: 80,
+            url: Some(url),
+        };
+        assert!(p
+            .decide(&news("http://news.example/private/x?y"), public)
+            .is_err());
+        assert!(p
+            .decide(&news("http://news.example/public/"), public)
+            .is_ok());
     }
 
     #[test]

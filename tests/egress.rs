@@ -68,6 +68,17 @@ fn probe_url(site: &TestSite, targets: &[String], ws: Option<&str>) -> String {
 }
 
 /// Reports of a probe page until `done`, by (kind, url) → ok.
+/// Opens a session on a page that fetches `[allowed, blocked]` and checks the page saw exactly
+/// the first one answer.
+async fn fetches_only_the_first(server: &TestServer, site: &mut TestSite, targets: [String; 2]) {
+    let (_id, _) = server
+        .create_session(&probe_url(site, &targets, None))
+        .await;
+    let results = probe_results(site).await;
+    assert!(outcome(&results, "fetch", &targets[0]), "{results:?}");
+    assert!(!outcome(&results, "fetch", &targets[1]), "{results:?}");
+}
+
 async fn probe_results(site: &mut TestSite) -> Vec<Value> {
     let mut results = Vec::new();
     loop {
@@ -256,13 +267,7 @@ async fn the_allow_list_opens_exactly_what_it_names_and_deny_wins() {
     // Exactly one other port opened.
     let config = allowing(site_config(&site), &opened.addr.to_string());
     let server = TestServer::start_with(config).await;
-    let targets = vec![opened.url("/a"), closed.url("/b")];
-    let (_id, _) = server
-        .create_session(&probe_url(&site, &targets, None))
-        .await;
-    let results = probe_results(&mut site).await;
-    assert!(outcome(&results, "fetch", &targets[0]), "{results:?}");
-    assert!(!outcome(&results, "fetch", &targets[1]), "{results:?}");
+    fetches_only_the_first(&server, &mut site, [opened.url("/a"), closed.url("/b")]).await;
     assert!(opened.connections() > 0);
     assert_eq!(
         closed.connections(),
@@ -282,13 +287,7 @@ async fn the_allow_list_opens_exactly_what_it_names_and_deny_wins() {
     );
     config.egress = Arc::new(policy);
     let server = TestServer::start_with(config).await;
-    let targets = vec![opened.url("/a"), denied.url("/b")];
-    let (_id, _) = server
-        .create_session(&probe_url(&site, &targets, None))
-        .await;
-    let results = probe_results(&mut site).await;
-    assert!(outcome(&results, "fetch", &targets[0]), "{results:?}");
-    assert!(!outcome(&results, "fetch", &targets[1]), "{results:?}");
+    fetches_only_the_first(&server, &mut site, [opened.url("/a"), denied.url("/b")]).await;
     assert_eq!(denied.connections(), 0, "the denied port was reached");
     server.stop().await;
 }

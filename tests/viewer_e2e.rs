@@ -152,10 +152,7 @@ async fn the_landing_page_starts_a_session() {
         .expect("landing page");
     // The API is open (loopback, no key): the start form shows, no sign-in.
     assert_eq!(eval(&page, &shown("start-form")).await, true);
-    assert_eq!(
-        eval(&page, "document.getElementById('key-form').hidden").await,
-        true
-    );
+    assert!(is_hidden(&page, "key-form").await);
     // Type the URL into the box and press Start, as a person does: Start creates the session
     // (POST /api/sessions), then goes to the owner link.
     let session_url = start_from_landing(&page, &site.url("/color?c=rgb(250,200,0)")).await;
@@ -219,6 +216,14 @@ async fn sign_in(page: &chromiumoxide::Page, key: &str) {
         .expect("press");
 }
 
+/// Whether element `id` of the page is hidden now.
+async fn is_hidden(page: &chromiumoxide::Page, id: &str) -> bool {
+    eval(page, &format!("document.getElementById('{id}').hidden"))
+        .await
+        .as_bool()
+        .expect("a boolean")
+}
+
 /// Script that resolves once element `id` is no longer hidden.
 fn shown(id: &str) -> String {
     format!(
@@ -241,17 +246,11 @@ async fn the_landing_page_signs_in_with_an_api_key() {
         .expect("landing page");
     // A keyed server: the sign-in form shows, the start form does not.
     assert_eq!(eval(&page, &shown("key-form")).await, true);
-    assert_eq!(
-        eval(&page, "document.getElementById('start-form').hidden").await,
-        true
-    );
+    assert!(is_hidden(&page, "start-form").await);
     // A wrong key: an error, and still no start form.
     sign_in(&page, "wrong-key-0123456789").await;
     assert_eq!(eval(&page, &shown("key-error")).await, true);
-    assert_eq!(
-        eval(&page, "document.getElementById('start-form').hidden").await,
-        true
-    );
+    assert!(is_hidden(&page, "start-form").await);
     sign_in(&page, "landing-key-0123456789").await;
     assert_eq!(eval(&page, &shown("start-form")).await, true);
     // Signed in: Start creates a session with the key and lands on the owner's page.
