@@ -1,9 +1,8 @@
-//! Unguessable identifiers and capabilities, and their constant-time comparison.
+//! Unguessable identifiers (session ids, link ids, secrets) and constant-time comparison.
+//! Join tokens themselves are signed: `capability`.
 
 use base64::Engine;
 
-/// Bytes of randomness in a join token (256 bits).
-pub const TOKEN_BYTES: usize = 32;
 /// Bytes of randomness in a session id (96 bits: ids are not secrets, but must not collide).
 pub const ID_BYTES: usize = 12;
 /// Bytes of randomness in a join link's id (72 bits: unique within a session, not a secret).
@@ -30,8 +29,8 @@ mod tests {
 
     #[test]
     fn tokens_are_urlsafe_and_distinct() {
-        let a = random_string(TOKEN_BYTES).expect("rng");
-        let b = random_string(TOKEN_BYTES).expect("rng");
+        let a = random_string(32).expect("rng");
+        let b = random_string(32).expect("rng");
         assert_eq!(a.len(), 43);
         assert_ne!(a, b);
         assert!(
