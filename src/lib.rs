@@ -45,6 +45,7 @@ pub mod navigation;
 pub mod pacing;
 pub mod people;
 pub mod protocol;
+pub mod recording;
 pub mod registry;
 pub mod screen;
 pub mod server;
