@@ -768,6 +768,34 @@ move.addEventListener('click', () => {
 });
 </script></body>"#;
 
+/// A QA form (recordings, bug bundles): fields found by id, by name and by label only, a select,
+/// a checkbox, a password, a button that logs a console error and throws, one whose request fails,
+/// and a submit that navigates to `/thanks?…` (which reports the query it got).
+pub const FORM_PAGE: &str = r#"<title>Order form</title><body style="margin:0;background:#fff;font:16px 'DejaVu Sans',sans-serif">
+<form id=order action="/thanks" method=get style="margin:20px;display:grid;grid-template-columns:160px 300px;gap:12px 8px">
+<label for=fullname>Full name</label><input id=fullname name=fullname>
+<label>Email <input name=email type=email style="margin-left:8px"></label><span></span>
+<label for=size>Size</label><select id=size name=size><option>small</option><option>medium</option><option>large</option></select>
+<label for=gift>Gift wrap</label><input id=gift name=gift type=checkbox value=yes>
+<label for=secret>Password</label><input id=secret name=secret type=password>
+<span></span><textarea data-testid=notes name=notes rows=3></textarea>
+<span></span><button id=send type=submit>Send order</button>
+</form>
+<button id=oops style="margin:20px">Log an error</button>
+<button id=fail style="margin:20px">Load a missing file</button>
+<script>
+oops.addEventListener('click', () => {
+  console.error('order form: something broke');
+  setTimeout(() => { throw new Error('order form exploded'); }, 0);
+});
+fail.addEventListener('click', () => {
+  fetch('/missing.json').then(r => report({type: 'fetched', status: r.status})).catch(e => report({type: 'fetch-failed', error: String(e)}));
+});
+for (const el of document.querySelectorAll('input,select,textarea')) {
+  el.addEventListener('change', () => report({type: 'change', name: el.name, value: el.type === 'checkbox' ? el.checked : el.value}));
+}
+</script></body>"#;
+
 fn page(body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=utf-8>{REPORT_JS}</head>{body}</html>"
@@ -827,6 +855,13 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
             }))
             .route("/text", get(|| async { page(&text_page()) }))
             .route("/mask", get(|| async { page(MASK_PAGE) }))
+            .route("/form", get(|| async { page(FORM_PAGE) }))
+            .route("/thanks", get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let mut fields: Vec<_> = q.into_iter().collect();
+                fields.sort();
+                let list: String = fields.iter().map(|(k, v)| format!("<li>{k}: {v}</li>")).collect();
+                page(&format!("<title>Thanks</title><body style='margin:0;background:#fff'><h1>Thanks</h1><ul id=got>{list}</ul><script>report({{type: 'submitted', query: location.search}});</script></body>"))
+            }))
             .route("/keylog", get(|| async { page(keyboard::keylog_page()) }))
             .route("/mouse", get(|| async { page(MOUSE_PAGE) }))
             // Areas with different cursors, left to right: text, pointer, a url() cursor with a
