@@ -448,33 +448,6 @@ async fn viewer_bytes(page: &chromiumoxide::Page, site: &mut TestSite, work: Wor
 
 /// CPU time (user + system) of this process, in seconds: the server and the WebSocket clients of
 /// the fan-out; Chromium runs in other processes.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let hz = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    // After the ")" of the command name: state is field 0, utime 11, stime 12.
-    (ticks(11) + ticks(12)) / hz
-}
-
 /// Resident memory of this process, MB.
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -529,7 +502,7 @@ async fn ws_viewers(
         }));
     }
     barrier.wait().await;
-    let cpu0 = cpu_seconds();
+    let cpu0 = support::cpu_seconds();
     // Mid-window, the server's own figures for these viewers (published once a second).
     tokio::time::sleep(Duration::from_secs(seconds) / 2 + Duration::from_millis(1100)).await;
     let info = server.session_json(id).await.1;
@@ -541,7 +514,7 @@ async fn ws_viewers(
     for t in tasks {
         fps.push(t.await.expect("viewer"));
     }
-    (fps, cpu_seconds() - cpu0, rtts)
+    (fps, support::cpu_seconds() - cpu0, rtts)
 }
 
 /// What the noVNC stack measured (`benches/novnc/run.sh`), or why it did not run.

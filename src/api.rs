@@ -36,7 +36,7 @@ pub struct ApiClient(pub String);
 
 /// The key an `Authorization: Bearer` header presents, compared with every configured key in
 /// constant time; `None` when it matches none.
-fn api_key_of<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a str> {
+pub(crate) fn api_key_of<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a str> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -172,6 +172,8 @@ struct CreateSessionBody {
     link_ttl_secs: Option<u64>,
     /// CSS selectors of elements masked in this session, on top of the deployment's.
     mask: Option<Vec<String>>,
+    /// Record the session from its start.
+    record: Option<bool>,
 }
 
 /// Largest device scale factor a session may ask for.
@@ -186,6 +188,7 @@ struct CreateOptions {
     control_idle: std::time::Duration,
     link_ttl: Option<std::time::Duration>,
     mask: Vec<String>,
+    record: bool,
 }
 
 #[derive(Serialize)]
@@ -316,6 +319,7 @@ fn parse_create(body: &[u8], deployment_masks: usize) -> Result<CreateOptions, A
     let mask = crate::mask::validate_selectors(&mask)
         .map_err(|e| AppError::BadRequest(format!("mask: {e}")))?;
     Ok(CreateOptions {
+        record: body.record.unwrap_or(false),
         mask,
         url,
         viewport,
@@ -338,7 +342,7 @@ fn link_ttl(secs: u64) -> Result<std::time::Duration, AppError> {
 }
 
 /// Scheme, host and port for links: the configured public URL, else this request's Host.
-fn links_base(config: &Config, headers: &HeaderMap) -> String {
+pub(crate) fn links_base(config: &Config, headers: &HeaderMap) -> String {
     if let Some(public) = &config.public_url {
         return public.clone();
     }
@@ -375,6 +379,7 @@ pub async fn create_session(
             control_idle: options.control_idle,
             link_ttl: options.link_ttl.unwrap_or(app.config.link_ttl),
             mask: options.mask,
+            record: options.record,
         })
         .await?;
     info!(session_id = %session.id(), "session created");

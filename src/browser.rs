@@ -148,6 +148,9 @@ pub enum PageEvent {
         context: ExecutionContextId,
         payload: String,
     },
+    /// For a recording: a console message, an uncaught exception, or a network request's
+    /// progress (`Runtime`, `Log` and `Network` events, which chromiumoxide enables).
+    Diagnostic(crate::recording::event::Event),
 }
 
 /// Whether a target is a tab: a page, not a prerender (`subtype`) or another kind of target.
@@ -794,7 +797,8 @@ impl Browser {
                     payload: e.payload.clone(),
                 })
             });
-        Ok(Box::pin(futures::stream::select_all([
+        let mut streams = diagnostics(page).await?;
+        streams.extend([
             native.boxed(),
             navigated.boxed(),
             within.boxed(),
@@ -804,7 +808,8 @@ impl Browser {
             dialogs_closed.boxed(),
             crashed.boxed(),
             files.boxed(),
-        ])))
+        ]);
+        Ok(Box::pin(futures::stream::select_all(streams)))
     }
 
     /// Starts the task that sends input into the page, in order, until `inputs` closes or
@@ -1119,6 +1124,209 @@ async fn prepare_page(
     page.execute(SetInterceptFileChooserDialogParams::new(true))
         .await?;
     Ok(())
+}
+
+/// Longest console message, exception text or URL kept in a recording, in characters.
+const MAX_DIAGNOSTIC_TEXT: usize = 4096;
+/// Headers kept per request or response in a recording.
+const MAX_HEADERS: usize = 64;
+/// Headers whose values a recording never holds.
+const SECRET_HEADERS: &[&str] = &[
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+];
+
+fn clip_text(s: &str) -> String {
+    if s.chars().count() <= MAX_DIAGNOSTIC_TEXT {
+        s.to_string()
+    } else {
+        s.chars().take(MAX_DIAGNOSTIC_TEXT).collect::<String>() + "…"
+    }
+}
+
+/// A CDP enum's wire name (`"Document"`, `"network"` …).
+fn wire_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn headers_of(
+    headers: &chromiumoxide::cdp::browser_protocol::network::Headers,
+) -> Vec<crate::recording::event::Header> {
+    let Some(map) = headers.inner().as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .take(MAX_HEADERS)
+        .map(|(name, value)| crate::recording::event::Header {
+            name: clip_text(name),
+            value: if SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                "[redacted]".into()
+            } else {
+                clip_text(value.as_str().unwrap_or_default())
+            },
+        })
+        .collect()
+}
+
+/// A console argument as `console.log` would print it.
+fn console_arg(arg: &chromiumoxide::cdp::js_protocol::runtime::RemoteObject) -> String {
+    match &arg.value {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => arg
+            .description
+            .clone()
+            .or_else(|| arg.unserializable_value.as_ref().map(|u| u.inner().clone()))
+            .unwrap_or_else(|| wire_name(&arg.r#type)),
+    }
+}
+
+fn line(n: i64) -> Option<u32> {
+    u32::try_from(n.saturating_add(1)).ok()
+}
+
+/// The page's console, exceptions and network activity, as recording events.
+async fn diagnostics(
+    page: &Page,
+) -> Result<Vec<futures::stream::BoxStream<'static, PageEvent>>, BrowserError> {
+    use crate::recording::event::{Event, Level};
+    use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
+    use chromiumoxide::cdp::browser_protocol::network::{
+        EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived,
+    };
+    use chromiumoxide::cdp::js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown};
+    let console = page
+        .event_listener::<EventConsoleApiCalled>()
+        .await?
+        .map(|e| {
+            let level = match e.r#type {
+                ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert => Level::Error,
+                ConsoleApiCalledType::Warning => Level::Warning,
+                ConsoleApiCalledType::Info => Level::Info,
+                ConsoleApiCalledType::Debug => Level::Debug,
+                _ => Level::Log,
+            };
+            let text = e.args.iter().map(console_arg).collect::<Vec<_>>().join(" ");
+            let top = e.stack_trace.as_ref().and_then(|s| s.call_frames.first());
+            PageEvent::Diagnostic(Event::Console {
+                level,
+                text: clip_text(&text),
+                source: "console-api".into(),
+                url: top.map(|f| clip_text(&f.url)).filter(|u| !u.is_empty()),
+                line: top.and_then(|f| line(f.line_number)),
+            })
+        });
+    let log = page.event_listener::<EventEntryAdded>().await?.map(|e| {
+        let entry = &e.entry;
+        PageEvent::Diagnostic(Event::Console {
+            level: match entry.level {
+                LogEntryLevel::Error => Level::Error,
+                LogEntryLevel::Warning => Level::Warning,
+                LogEntryLevel::Info => Level::Info,
+                LogEntryLevel::Verbose => Level::Debug,
+            },
+            text: clip_text(&entry.text),
+            source: wire_name(&entry.source),
+            url: entry.url.as_deref().map(clip_text),
+            line: entry.line_number.and_then(line),
+        })
+    });
+    let exceptions = page
+        .event_listener::<EventExceptionThrown>()
+        .await?
+        .map(|e| {
+            let d = &e.exception_details;
+            // The exception's own description ("Error: boom\n    at …") says more than `text`
+            // ("Uncaught").
+            let described = d.exception.as_ref().and_then(|x| x.description.clone());
+            let text = match &described {
+                Some(desc) => format!("{} {}", d.text, desc.lines().next().unwrap_or_default()),
+                None => d.text.clone(),
+            };
+            PageEvent::Diagnostic(Event::Exception {
+                text: clip_text(&text),
+                url: d.url.as_deref().map(clip_text),
+                line: line(d.line_number),
+                column: line(d.column_number),
+                stack: described.map(|s| clip_text(&s)),
+            })
+        });
+    let requests = page
+        .event_listener::<EventRequestWillBeSent>()
+        .await?
+        .map(|e| {
+            let body_bytes = e
+                .request
+                .post_data_entries
+                .as_ref()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .filter_map(|p| p.bytes.as_ref())
+                        .map(|b| {
+                            let b: &str = b.as_ref();
+                            (b.len() as u64) * 3 / 4
+                        })
+                        .sum()
+                });
+            PageEvent::Diagnostic(Event::Request {
+                id: e.request_id.inner().clone(),
+                method: clip_text(&e.request.method),
+                url: clip_text(&(e.request.url.clone() + e.request.url_fragment.as_deref().unwrap_or(""))),
+                resource_type: e.r#type.as_ref().map(wire_name).unwrap_or_default(),
+                headers: headers_of(&e.request.headers),
+                wall_ms: (*e.wall_time.inner() * 1000.0) as u64,
+                body_bytes,
+            })
+        });
+    let responses = page
+        .event_listener::<EventResponseReceived>()
+        .await?
+        .map(|e| {
+            let r = &e.response;
+            PageEvent::Diagnostic(Event::Response {
+                id: e.request_id.inner().clone(),
+                status: u16::try_from(r.status).unwrap_or(0),
+                status_text: clip_text(&r.status_text),
+                mime_type: clip_text(&r.mime_type),
+                headers: headers_of(&r.headers),
+                protocol: r.protocol.clone().unwrap_or_default(),
+            })
+        });
+    let finished = page
+        .event_listener::<EventLoadingFinished>()
+        .await?
+        .map(|e| {
+            PageEvent::Diagnostic(Event::Finished {
+                id: e.request_id.inner().clone(),
+                bytes: e.encoded_data_length.max(0.0) as u64,
+            })
+        });
+    let failed = page
+        .event_listener::<EventLoadingFailed>()
+        .await?
+        .map(|e| {
+            PageEvent::Diagnostic(Event::Failed {
+                id: e.request_id.inner().clone(),
+                error: clip_text(&e.error_text),
+                canceled: e.canceled.unwrap_or(false),
+                blocked: e.blocked_reason.as_ref().map(wire_name),
+            })
+        });
+    Ok(vec![
+        console.boxed(),
+        log.boxed(),
+        exceptions.boxed(),
+        requests.boxed(),
+        responses.boxed(),
+        finished.boxed(),
+        failed.boxed(),
+    ])
 }
 
 /// Runs the masking script in the main frame's isolated world: it installs itself where it is

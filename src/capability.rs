@@ -60,9 +60,14 @@ impl Secret {
     }
 
     fn mac(&self) -> HmacSha256 {
+        self.mac_for(MAC_CONTEXT)
+    }
+
+    /// A MAC keyed with the secret, for one purpose (`context` separates the domains).
+    fn mac_for(&self, context: &[u8]) -> HmacSha256 {
         // HMAC takes keys of any length: this cannot fail.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key");
-        mac.update(MAC_CONTEXT);
+        mac.update(context);
         mac
     }
 }
@@ -171,6 +176,57 @@ fn parse(token: &str) -> Result<Claims, TokenError> {
     })
 }
 
+/// Domain separation for replay links: a join-link MAC never verifies as a replay one.
+const REPLAY_CONTEXT: &[u8] = b"cobrowse replay link v1\n";
+const REPLAY_PREFIX: &str = "rp1";
+
+/// A token that lets its holder watch recording `recording` (and download its bundle) until
+/// `expires` (Unix seconds): `rp1.{recording}.{expires}.{mac}`. Replay links outlive the session.
+pub fn mint_replay(secret: &Secret, recording: &str, expires: u64) -> String {
+    let body = format!("{REPLAY_PREFIX}.{recording}.{expires}");
+    let mut mac = secret.mac_for(REPLAY_CONTEXT);
+    mac.update(body.as_bytes());
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{body}.{tag}")
+}
+
+/// Checks a replay token for `recording` at `now` (signature in constant time).
+pub fn verify_replay(
+    secret: &Secret,
+    token: &str,
+    recording: &str,
+    now: SystemTime,
+) -> Result<(), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let [prefix, id, expires, tag] = parts[..] else {
+        return Err(TokenError::Malformed);
+    };
+    let digits =
+        !expires.is_empty() && expires.len() <= 12 && expires.bytes().all(|b| b.is_ascii_digit());
+    if prefix != REPLAY_PREFIX || !is_id(id) || !is_id(tag) || !digits {
+        return Err(TokenError::Malformed);
+    }
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| TokenError::Malformed)?;
+    let body = format!("{prefix}.{id}.{expires}");
+    let mut mac = secret.mac_for(REPLAY_CONTEXT);
+    mac.update(body.as_bytes());
+    mac.verify_slice(&tag)
+        .map_err(|_| TokenError::BadSignature)?;
+    if id != recording {
+        return Err(TokenError::OtherSession);
+    }
+    let expires: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+    if unix_secs(now) >= expires {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -276,6 +332,44 @@ impl LinkBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_links_verify_for_their_recording_only_until_they_expire() {
+        let secret = Secret::new(vec![7; 32]).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let token = mint_replay(&secret, "rec_1", 2_000);
+        assert_eq!(verify_replay(&secret, &token, "rec_1", now), Ok(()));
+        assert_eq!(
+            verify_replay(&secret, &token, "rec_2", now),
+            Err(TokenError::OtherSession)
+        );
+        let later = UNIX_EPOCH + Duration::from_secs(2_000);
+        assert_eq!(
+            verify_replay(&secret, &token, "rec_1", later),
+            Err(TokenError::Expired)
+        );
+        let moved = token.replace(".2000.", ".9000.");
+        assert_eq!(
+            verify_replay(&secret, &moved, "rec_1", now),
+            Err(TokenError::BadSignature)
+        );
+        // A join link's signature is no replay link's.
+        let join = mint(
+            &secret,
+            &Claims {
+                session: "rec_1".into(),
+                link: "l".into(),
+                role: Role::Owner,
+                expires: 2_000,
+            },
+        );
+        assert!(verify_replay(&secret, &join, "rec_1", now).is_err());
+        let other = Secret::new(vec![8; 32]).unwrap();
+        assert_eq!(
+            verify_replay(&other, &token, "rec_1", now),
+            Err(TokenError::BadSignature)
+        );
+    }
 
     fn secret() -> Secret {
         Secret::new(vec![7u8; 32]).expect("long enough")

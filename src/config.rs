@@ -63,6 +63,12 @@ pub const MAX_LINK_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const MIN_API_KEY_LEN: usize = 16;
 /// File in the data directory holding the generated signing secret.
 pub const SECRET_FILE: &str = "secret";
+/// Days a recording is kept by default.
+pub const DEFAULT_RECORDING_RETENTION_DAYS: u64 = 30;
+/// Longest retention accepted (ten years).
+const MAX_RECORDING_RETENTION_DAYS: u64 = 3650;
+/// Directory in the data directory recordings go to by default.
+pub const RECORDINGS_DIR: &str = "recordings";
 /// File in the data directory the audit log is appended to by default.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// Whether only `--allow` entries are reachable (`--allow-only`). Off: the public internet is open
@@ -258,6 +264,16 @@ pub struct ServeArgs {
     /// data directory.
     #[arg(long, env = "COBROWSE_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// Directory of session recordings, or 'off' to refuse recording. Default: recordings/ in
+    /// the data directory.
+    #[arg(long, env = "COBROWSE_RECORDINGS_DIR")]
+    pub recordings_dir: Option<String>,
+    /// Days a recording is kept after its last write; 0 keeps recordings until deleted.
+    #[arg(long, env = "COBROWSE_RECORDING_RETENTION_DAYS", default_value_t = DEFAULT_RECORDING_RETENTION_DAYS)]
+    pub recording_retention_days: u64,
+    /// Record every session from its start (a session may also ask for it: `record: true`).
+    #[arg(long, env = "COBROWSE_RECORD_SESSIONS")]
+    pub record_sessions: bool,
     /// A destination the session browser may reach although the default policy blocks it
     /// (loopback, private, link-local, CGNAT …): a host (`intranet.example`), a wildcard domain
     /// (`*.corp.example`), an IP or CIDR (`10.1.0.0/16`), each with an optional `:port`, or a
@@ -330,6 +346,12 @@ pub struct Config {
     pub mask: Vec<String>,
     /// Who sees masked elements in clear.
     pub mask_reveal: crate::mask::Reveal,
+    /// Where recordings go (`None`: recording refused).
+    pub recordings_dir: Option<PathBuf>,
+    /// Recordings last written longer ago than this are deleted (`None`: kept).
+    pub recording_retention: Option<Duration>,
+    /// Record every session from its start.
+    pub record_sessions: bool,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -363,6 +385,11 @@ impl Config {
             egress: Arc::new(EgressPolicy::default()),
             mask: Vec::new(),
             mask_reveal: crate::mask::DEFAULT_REVEAL,
+            recordings_dir: None,
+            recording_retention: Some(Duration::from_secs(
+                DEFAULT_RECORDING_RETENTION_DAYS * 86_400,
+            )),
+            record_sessions: false,
             fault_stall_screencast: false,
         }
     }
@@ -451,6 +478,22 @@ impl Config {
                     .join(AUDIT_FILE),
             ),
         };
+        let recordings_dir = match args.recordings_dir.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some("") => return Err("--recordings-dir: give a directory or 'off'".into()),
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => data_dir.as_ref().map(|d| d.join(RECORDINGS_DIR)),
+        };
+        if args.record_sessions && recordings_dir.is_none() {
+            return Err("--record-sessions needs a recordings directory (--recordings-dir or --data-dir)".into());
+        }
+        if args.recording_retention_days > MAX_RECORDING_RETENTION_DAYS {
+            return Err(format!(
+                "--recording-retention-days must be at most {MAX_RECORDING_RETENTION_DAYS}"
+            ));
+        }
+        let recording_retention = (args.recording_retention_days > 0)
+            .then(|| Duration::from_secs(args.recording_retention_days * 86_400));
         let mask = crate::mask::validate_selectors(&crate::mask::split_selectors(&args.mask))
             .map_err(|e| format!("--mask: {e}"))?;
         let mask_reveal = crate::mask::Reveal::parse(&args.mask_reveal)?;
@@ -497,6 +540,9 @@ impl Config {
                 &args.deny,
                 args.allow_only,
             )?),
+            recordings_dir,
+            recording_retention,
+            record_sessions: args.record_sessions,
             fault_stall_screencast: false,
         })
     }

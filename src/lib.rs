@@ -46,6 +46,7 @@ pub mod pacing;
 pub mod people;
 pub mod protocol;
 pub mod recording;
+pub mod recordings;
 pub mod registry;
 pub mod screen;
 pub mod server;

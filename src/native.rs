@@ -41,6 +41,47 @@ pub enum NativeReport {
     },
     /// Text was copied or cut in the page.
     Copy { text: String },
+    /// For recordings: the element under a mouse press (top document), with the most robust
+    /// selector the script found (`None`: none unique), and where the press landed.
+    Target {
+        x: f64,
+        y: f64,
+        #[serde(default)]
+        selector: Option<String>,
+        #[serde(default)]
+        tag: String,
+    },
+    /// For recordings: a form field's value changed (`value` is `None` for passwords and
+    /// masked fields; the script never sends them).
+    #[serde(rename_all = "camelCase")]
+    Field {
+        #[serde(default)]
+        selector: Option<String>,
+        #[serde(default)]
+        tag: String,
+        #[serde(default)]
+        input_type: String,
+        #[serde(default)]
+        value: Option<String>,
+        #[serde(default)]
+        checked: Option<bool>,
+        #[serde(default)]
+        masked: bool,
+    },
+}
+
+/// Characters of a selector kept at most (longer: not robust anyway, coordinates are used).
+pub const MAX_SELECTOR: usize = 300;
+/// Characters of a field value kept at most.
+pub const MAX_FIELD_VALUE: usize = 10_000;
+
+/// Tags are short lower-case words; anything else is cut to that.
+fn clean_tag(tag: &str) -> String {
+    tag.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// The fields with a picker popup the viewer stands in for.
@@ -105,6 +146,43 @@ pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
         NativeReport::Copy { text } => {
             if text.chars().count() > MAX_COPY {
                 *text = text.chars().take(MAX_COPY).collect();
+            }
+        }
+        NativeReport::Target {
+            x,
+            y,
+            selector,
+            tag,
+        } => {
+            if !x.is_finite() || !y.is_finite() {
+                return Err("press position is not a number".into());
+            }
+            if selector.as_ref().is_some_and(|s| s.chars().count() > MAX_SELECTOR) {
+                *selector = None;
+            }
+            *tag = clean_tag(tag);
+        }
+        NativeReport::Field {
+            selector,
+            tag,
+            input_type,
+            value,
+            masked,
+            ..
+        } => {
+            if selector.as_ref().is_some_and(|s| s.chars().count() > MAX_SELECTOR) {
+                *selector = None;
+            }
+            *tag = clean_tag(tag);
+            *input_type = clean_tag(input_type);
+            // Belt and braces: the page script never sends these, a page could.
+            if *masked || input_type == "password" {
+                *value = None;
+            }
+            if let Some(v) = value {
+                if v.chars().count() > MAX_FIELD_VALUE {
+                    *v = v.chars().take(MAX_FIELD_VALUE).collect();
+                }
             }
         }
     }

@@ -264,6 +264,12 @@ pub enum ServerMessage<'a> {
     Ended {
         reason: &'a str,
     },
+    /// Whether the session is being recorded, by whom and since when; sent after `hello` and
+    /// whenever it starts or stops. Everyone is told: participants know they are recorded.
+    Recording {
+        #[serde(flatten)]
+        status: &'a crate::session::RecordingStatus,
+    },
     /// Every participant's link figures; sent to the owner once a second.
     Links {
         participants: &'a [crate::session::LinkInfo],
@@ -305,6 +311,16 @@ pub enum HistoryAction {
     Back,
     Forward,
     Reload,
+}
+
+impl HistoryAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryAction::Back => "back",
+            HistoryAction::Forward => "forward",
+            HistoryAction::Reload => "reload",
+        }
+    }
 }
 
 /// Points per `annotate` message at most.
@@ -384,6 +400,10 @@ pub enum ClientMessage {
     },
     /// Owner only: end the session for everyone.
     End,
+    /// Owner only: start (`on`) or stop recording the session.
+    Record {
+        on: bool,
+    },
     /// Asks for, grants, denies, releases or takes control, or (owner) sets the policy.
     Control(ControlAction),
     /// Part of an annotation stroke: points (screen pixels) added to stroke `stroke` of this
@@ -451,6 +471,17 @@ pub enum TabAction {
     Switch,
     Close,
     New,
+}
+
+impl TabAction {
+    /// The action's name in a recording.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            TabAction::Switch => "tab-switch",
+            TabAction::Close => "tab-close",
+            TabAction::New => "tab-new",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

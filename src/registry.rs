@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::audit::Audit;
+use crate::recording::store::Store;
 use crate::browser::{Browser, BrowserError, LaunchOptions};
 use crate::capability::LinkBook;
 use crate::config::{Config, Viewport};
@@ -49,6 +50,8 @@ pub struct CreateRequest {
     /// Selectors masked in this session on top of the deployment's (validated by the caller;
     /// together at most `mask::MAX_SELECTORS`).
     pub mask: Vec<String>,
+    /// Record the session from its start (also when the server records every session).
+    pub record: bool,
 }
 
 struct Table {
@@ -60,6 +63,8 @@ struct Table {
 pub struct Registry {
     config: Arc<Config>,
     audit: Arc<Audit>,
+    /// Where recordings go (`None`: recording refused or its directory unusable).
+    recordings: Option<Arc<Store>>,
     table: Mutex<Table>,
     /// Cancelled when the server shuts down; every session's token is a child of it.
     shutdown: CancellationToken,
@@ -69,7 +74,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(config: Arc<Config>, audit: Arc<Audit>, shutdown: CancellationToken) -> Arc<Self> {
+        let recordings = config.recordings_dir.as_ref().and_then(|dir| {
+            match Store::open(dir.clone(), config.recording_retention) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "recordings directory unusable: recording is off");
+                    None
+                }
+            }
+        });
         Arc::new(Registry {
+            recordings,
             config,
             audit,
             table: Mutex::new(Table {
@@ -85,6 +100,31 @@ impl Registry {
         // Every write under this lock is a single map or counter operation: a poisoned lock still
         // holds a consistent table.
         crate::lock(&self.table)
+    }
+
+    /// Where recordings are kept (`None`: recording is off).
+    pub fn recordings(&self) -> Option<&Arc<Store>> {
+        self.recordings.as_ref()
+    }
+
+    /// Deletes recordings past their retention, except those being written.
+    pub fn sweep_recordings(&self) -> Vec<String> {
+        let Some(store) = &self.recordings else {
+            return Vec::new();
+        };
+        let active: Vec<String> = self
+            .list()
+            .iter()
+            .filter_map(|s| s.recording_id())
+            .collect();
+        let deleted = store.sweep(std::time::SystemTime::now(), &active);
+        for id in &deleted {
+            self.audit.record(
+                "recording.deleted",
+                serde_json::json!({ "recording": id, "by": "retention" }),
+            );
+        }
+        deleted
     }
 
     pub fn get(&self, id: &str) -> Option<SessionHandle> {
@@ -133,6 +173,7 @@ impl Registry {
         request: CreateRequest,
     ) -> Result<SessionHandle, CreateError> {
         let id = random_string(ID_BYTES).map_err(CreateError::Random)?;
+        let record = request.record || self.config.record_sessions;
         // The proxy first: the browser is launched pointing at it, and it lives as long as the
         // session (browser restarts included); dropping it (here on failure, or when the
         // session's driver ends) stops it.
@@ -181,6 +222,7 @@ impl Registry {
             egress,
             egress_reports: reports,
             mask_reveal: self.config.mask_reveal,
+            recordings: self.recordings.clone(),
         };
         let registry = Arc::downgrade(self);
         let on_finished = move |id: &str| {
@@ -195,6 +237,11 @@ impl Registry {
         // token fired before that, so this check cannot miss it.
         if handle.cancelled().is_cancelled() {
             self.table().sessions.remove(&id);
+        } else if record {
+            let by = crate::session::system_actor(if self.config.record_sessions { "server" } else { "api" });
+            if let Err(e) = handle.start_recording(by) {
+                warn!(session_id = %id, error = %e, "cannot record the session");
+            }
         }
         Ok(handle)
     }

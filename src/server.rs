@@ -14,7 +14,10 @@ use crate::api::{self, AppState};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{assets, files, ws};
+use crate::{assets, files, recordings, ws};
+
+/// How often recordings past their retention are looked for.
+const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The address a connection comes from (TCP or TLS), for the audit log.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +80,20 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(api::revoke_link),
         )
         .route("/auth", get(api::auth_check))
+        .route("/recordings", get(recordings::list_all))
+        .route(
+            "/recordings/{rid}",
+            get(recordings::get_one).delete(recordings::delete_one),
+        )
+        .route("/recordings/{rid}/file", get(recordings::api_file))
+        .route(
+            "/sessions/{id}/recordings",
+            get(recordings::list_for_session),
+        )
+        .route(
+            "/sessions/{id}/recording",
+            axum::routing::post(recordings::set_recording),
+        )
         .route(
             "/sessions/{id}/participants/{pid}",
             axum::routing::delete(api::remove_participant),
@@ -98,6 +115,8 @@ pub fn router(state: AppState) -> Router {
             ))),
         )
         .route("/s/{id}/downloads/{n}", get(files::download))
+        .route("/s/{id}/recordings", get(recordings::owner_list))
+        .route("/r/{rid}/recording", get(recordings::replay_file))
         .route("/ws/{id}", get(ws::upgrade))
         .route("/{*path}", get(assets::static_file))
         .nest("/api", api)
@@ -129,6 +148,23 @@ pub async fn run(
         config: Arc::clone(&config),
         audit: Arc::clone(&audit),
     };
+    // Recordings past their retention go at start and then hourly.
+    {
+        let registry = Arc::clone(&registry);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RETENTION_SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => {
+                        let registry = Arc::clone(&registry);
+                        let _ = tokio::task::spawn_blocking(move || registry.sweep_recordings()).await;
+                    }
+                }
+            }
+        });
+    }
     let address = listener.local_addr()?;
     info!(%address, tls = tls.is_some(), api_keys = config.api_keys.len(), chromium = %config.chromium.display(), "listening");
     audit.record(

@@ -449,46 +449,12 @@ impl Writer<'_> {
             .await
     }
 
-    /// Presence, page and chat as they are now; sent on join and after lagging behind events.
+    /// The session's state as it is now; sent on join and after lagging behind events.
     async fn send_state(&mut self) -> Result<(), ConnError> {
-        let session = self.session;
-        let participants = session.presence();
-        self.send_json(&ServerMessage::Presence {
-            count: participants.len(),
-            participants: &participants,
-        })
-        .await?;
-        self.send_json(&ServerMessage::Page(&session.page_info()))
-            .await?;
-        let (tabs, active) = session.tabs();
-        self.send_json(&ServerMessage::Tabs {
-            tabs: &tabs,
-            active,
-        })
-        .await?;
-        let downloads = session.downloads();
-        if !downloads.is_empty() {
-            self.send_json(&ServerMessage::Downloads {
-                downloads: &downloads,
-            })
-            .await?;
+        for json in self.session.state_messages() {
+            self.send(Message::Text(Utf8Bytes::from(json))).await?;
         }
-        if let Some(dialog) = session.open_dialog() {
-            self.send_json(&ServerMessage::Dialog {
-                dialog: Some(&dialog),
-                answered_by: None,
-            })
-            .await?;
-        }
-        self.send_json(&ServerMessage::Control {
-            state: &session.control(),
-            denied: None,
-        })
-        .await?;
-        self.send_json(&ServerMessage::ChatHistory {
-            messages: &session.chat_history(),
-        })
-        .await
+        Ok(())
     }
 }
 
@@ -751,6 +717,37 @@ async fn write_loop(
     }
 }
 
+/// The optional fields of a recorded action.
+#[derive(Default)]
+struct ActionFields {
+    url: Option<String>,
+    tab: Option<u32>,
+    accept: Option<bool>,
+    index: Option<u32>,
+    value: Option<String>,
+}
+
+/// Fills a recorded `action` event's optional fields.
+fn set_action(event: &mut crate::recording::event::Event, fill: impl FnOnce(&mut ActionFields)) {
+    let mut f = ActionFields::default();
+    fill(&mut f);
+    if let crate::recording::event::Event::Action {
+        url,
+        tab,
+        accept,
+        index,
+        value,
+        ..
+    } = event
+    {
+        *url = f.url;
+        *tab = f.tab;
+        *accept = f.accept;
+        *index = f.index;
+        *value = f.value;
+    }
+}
+
 fn truncate(s: &str, max_bytes: usize) -> String {
     let mut end = s.len().min(max_bytes);
     while !s.is_char_boundary(end) {
@@ -929,6 +926,16 @@ async fn read_loop(
                 }
                 continue;
             }
+            ClientMessage::Record { on } => {
+                if participant.role() != Role::Owner {
+                    notice("not-allowed", "only the session owner can record the session");
+                } else if let Err(e) =
+                    crate::recordings::set(session, on, participant.record_actor()).await
+                {
+                    notice("record-refused", &e.to_string());
+                }
+                continue;
+            }
             ClientMessage::Remove { id } => {
                 if participant.role() != Role::Owner {
                     notice(
@@ -961,38 +968,55 @@ async fn read_loop(
                 continue
             }
             ClientMessage::Navigate { url } => {
-                if let Err(e) = session.navigate(participant, &url) {
-                    notice("navigate-refused", &e);
+                match session.navigate(participant, &url) {
+                    Ok(url) => session.record_action(participant, "navigate", |e| {
+                        set_action(e, |a| a.url = Some(url))
+                    }),
+                    Err(e) => notice("navigate-refused", &e),
                 }
                 continue;
             }
             ClientMessage::History { action } => {
-                if let Err(e) = session.history(participant, action).await {
-                    notice("history-refused", &e);
+                match session.history(participant, action).await {
+                    Ok(()) => session.record_action(participant, action.as_str(), |_| {}),
+                    Err(e) => notice("history-refused", &e),
                 }
                 continue;
             }
             ClientMessage::Tab { action, id } => {
-                if let Err(e) = session.tab(participant, action, id) {
-                    notice("tab-refused", &e);
+                match session.tab(participant, action, id) {
+                    Ok(()) => session.record_action(participant, action.record_name(), |e| {
+                        set_action(e, |a| a.tab = id)
+                    }),
+                    Err(e) => notice("tab-refused", &e),
                 }
                 continue;
             }
             ClientMessage::Pick { id, value } => {
-                if let Err(e) = session.pick(participant, id, value).await {
-                    notice("pick-refused", &e);
+                let picked = value.clone();
+                match session.pick(participant, id, value).await {
+                    Ok(()) => session.record_action(participant, "pick", |e| {
+                        set_action(e, |a| a.value = picked)
+                    }),
+                    Err(e) => notice("pick-refused", &e),
                 }
                 continue;
             }
             ClientMessage::Choose { id, index } => {
-                if let Err(e) = session.choose(participant, id, index).await {
-                    notice("choose-refused", &e);
+                match session.choose(participant, id, index).await {
+                    Ok(()) => session.record_action(participant, "choose", |e| {
+                        set_action(e, |a| a.index = index)
+                    }),
+                    Err(e) => notice("choose-refused", &e),
                 }
                 continue;
             }
             ClientMessage::Dialog { id, accept, text } => {
-                if let Err(e) = session.answer_dialog(participant, id, accept, text).await {
-                    notice("dialog-refused", &e);
+                match session.answer_dialog(participant, id, accept, text).await {
+                    Ok(()) => session.record_action(participant, "dialog", |e| {
+                        set_action(e, |a| a.accept = Some(accept))
+                    }),
+                    Err(e) => notice("dialog-refused", &e),
                 }
                 continue;
             }
@@ -1042,6 +1066,7 @@ async fn read_loop(
                 if presses {
                     session.acted(participant);
                 }
+                session.record_input(participant, &input);
                 if session.send_input(input).await.is_err() {
                     return Ok(());
                 }

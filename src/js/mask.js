@@ -31,6 +31,17 @@
     }
     return false;
   };
+  // Recordings (native.js) ask this before sending a field's value: a masked field's never goes.
+  globalThis.__cobrowseIsMasked = (el) => {
+    for (const selector of MASKED) {
+      try {
+        if (el.closest(selector)) return true;
+      } catch {
+        // a selector this browser does not parse masks nothing
+      }
+    }
+    return false;
+  };
   // Frames are measured by the top document (it knows where they sit); a cross-origin frame it
   // cannot reach is a documented limit (mask the <iframe> itself with a selector).
   if (window !== window.top) return;

@@ -128,6 +128,74 @@
   addEventListener('copy', copied, true);
   addEventListener('cut', copied, true);
 
+  // Recordings: what a press landed on and what fields now hold, from the top document, so a
+  // bug bundle's script can name elements instead of coordinates. The server keeps these only
+  // while recording. Never a password's or a masked field's value.
+  if (window === window.top) {
+    const unique = (selector) => {
+      try {
+        return document.querySelectorAll(selector).length === 1;
+      } catch {
+        return false;
+      }
+    };
+    const text = (el) => (el.textContent || '').trim().replace(/\s+/g, ' ');
+    // Ids that look generated (long digit runs, framework prefixes) change between page loads.
+    const stableId = (id) => id && id.length <= 64 && !/\d{4,}|^(ember|react|ng-|mui-|radix-|:r)/.test(id);
+    const ACTIONABLE = 'a[href],button,input,select,textarea,label,summary,option,[role=button],[role=link],[role=checkbox],[role=tab],[role=menuitem],[contenteditable=""],[contenteditable=true]';
+    const selectorFor = (target) => {
+      if (!(target instanceof Element)) return null;
+      const el = target.closest(ACTIONABLE) || target;
+      const tag = el.localName;
+      if (stableId(el.id) && unique('#' + CSS.escape(el.id))) return '#' + CSS.escape(el.id);
+      for (const attr of ['data-testid', 'data-test-id', 'data-test', 'data-cy', 'data-qa']) {
+        const v = el.getAttribute(attr);
+        const s = v && `[${attr}="${CSS.escape(v)}"]`;
+        if (s && unique(s)) return s;
+      }
+      for (const attr of ['name', 'aria-label', 'placeholder']) {
+        const v = el.getAttribute(attr);
+        const s = v && `${tag}[${attr}="${CSS.escape(v)}"]`;
+        if (s && unique(s)) return s;
+      }
+      if (['a', 'button', 'summary', 'label'].includes(tag)) {
+        const t = text(el);
+        if (t && t.length <= 80 && [...document.querySelectorAll(tag)].filter((e) => text(e) === t).length === 1) {
+          return `${tag}:text-is(${JSON.stringify(t)})`;
+        }
+      }
+      return null;
+    };
+    const MAX_VALUE = 10000;
+    addEventListener('mousedown', (e) => {
+      if (!e.isTrusted) return;
+      const target = e.composedPath()[0];
+      send({
+        kind: 'target',
+        x: e.clientX,
+        y: e.clientY,
+        selector: selectorFor(target),
+        tag: target instanceof Element ? target.localName : '',
+      });
+    }, true);
+    addEventListener('change', (e) => {
+      const el = e.composedPath()[0];
+      if (!(el instanceof HTMLInputElement || el instanceof HTMLSelectElement || el instanceof HTMLTextAreaElement)) return;
+      const inputType = el instanceof HTMLInputElement ? el.type : '';
+      const masked = inputType === 'password' || Boolean(globalThis.__cobrowseIsMasked?.(el));
+      const checkable = inputType === 'checkbox' || inputType === 'radio';
+      send({
+        kind: 'field',
+        selector: selectorFor(el),
+        tag: el.localName,
+        inputType,
+        value: masked || inputType === 'file' ? null : String(el.value).slice(0, MAX_VALUE),
+        checked: checkable ? el.checked : null,
+        masked,
+      });
+    }, true);
+  }
+
   // The choice for popup `id`: option `index`, or -1 to close it unchanged. Fires `input` and
   // `change` as a local browser does when the choice changes the value.
   globalThis.__cobrowseChoose = (id, index) => {

@@ -834,6 +834,8 @@ impl Driver {
             }
             // Popups, copies and file fields come from the tab participants act on.
             PageEvent::Native { .. } | PageEvent::FileChooser { .. } => {}
+            // Recorded from every tab (a background tab's failed request is still evidence).
+            PageEvent::Diagnostic(event) => self.handle.record(event.clone()),
             // A blocked HTTPS load in a background tab keeps Chromium's error page (plain HTTP
             // shows the proxy's own explanation); explaining it needs the tab's page, which
             // only the active tab's loop holds. Known gap, see docs/egress.md.
@@ -1111,10 +1113,37 @@ impl Driver {
                 self.mark_dialog(false);
             }
             PageEvent::Crashed | PageEvent::FileChooser { .. } | PageEvent::LoadFailed { .. } => {}
+            PageEvent::Diagnostic(event) => self.handle.record(event.clone()),
             PageEvent::Native { context, payload } => match crate::native::parse_report(payload) {
                 Ok(crate::native::NativeReport::Copy { text }) => {
                     self.handle.copied(&text);
                 }
+                Ok(crate::native::NativeReport::Target {
+                    x,
+                    y,
+                    selector,
+                    tag,
+                }) => self.handle.record(crate::recording::event::Event::Target {
+                    x,
+                    y,
+                    selector,
+                    tag,
+                }),
+                Ok(crate::native::NativeReport::Field {
+                    selector,
+                    tag,
+                    input_type,
+                    value,
+                    checked,
+                    masked,
+                }) => self.handle.record(crate::recording::event::Event::Field {
+                    selector,
+                    tag,
+                    input_type,
+                    value,
+                    checked,
+                    masked,
+                }),
                 Ok(report) => {
                     if !self.handle.popup_opened(report, *context) {
                         debug!("a list opened in the page with nobody to show it to");

@@ -138,6 +138,11 @@ impl SessionHandle {
         }
     }
 
+    /// Whether a masked field has keyboard focus (what is typed now must not be kept).
+    pub fn masked_focus(&self) -> bool {
+        lock(&self.masking().audience).focus
+    }
+
     /// The stamp for a screenshot about to be taken (see `mask::MaskLog::for_frame`).
     pub(super) fn mask_stamp(&self) -> u64 {
         self.masking().sink.stamp()

@@ -31,6 +31,8 @@ use crate::tabs::{TabInfo, Tabs};
 
 mod driver;
 mod masking;
+mod recording;
+pub use recording::{system_actor, RecordError, RecordingStatus, KEYFRAME_EVERY};
 pub use driver::POLL_EVERY;
 use driver::{run_screen, Driver};
 
@@ -388,6 +390,8 @@ struct Shared {
     screen: ScreenWatch,
     /// The masked screen and who gets it (see `masking`).
     masking: masking::Masking,
+    /// Where recordings go and the one in progress (see `recording`).
+    recordings: recording::Recordings,
     /// Updates encoded for the latest versions, shared by every participant.
     encoder: EncodeCache,
     input: mpsc::Sender<Input>,
@@ -498,6 +502,8 @@ pub struct NewSession {
     pub egress_reports: mpsc::Receiver<crate::egress::BlockedRequest>,
     /// Who sees masked elements in clear.
     pub mask_reveal: crate::mask::Reveal,
+    /// Where recordings go (`None`: no data directory, recording unavailable).
+    pub recordings: Option<Arc<crate::recording::store::Store>>,
 }
 
 impl SessionHandle {
@@ -542,6 +548,7 @@ impl SessionHandle {
             max_participants: new.max_participants,
             screen,
             masking: masking::Masking::new(new.mask_reveal, masked_screen, mask_sink),
+            recordings: recording::Recordings::new(new.recordings),
             encoder: EncodeCache::default(),
             input: input_tx,
             tab_commands: tab_tx,
@@ -611,6 +618,8 @@ impl SessionHandle {
         tracker.spawn(
             async move {
                 driver.run(attached, screen_task).await;
+                // The recording ends with the session, complete, before the session is gone.
+                driver.handle.stop_recording(system_actor("server")).await;
                 // The browser is closed: nothing uses the proxy any more.
                 drop(egress);
                 on_finished(driver.handle.id());
@@ -1299,7 +1308,8 @@ impl SessionHandle {
 
     /// Goes where `typed` (from the URL bar) leads; refused with the reason shown to the
     /// participant. The caller checked that they may act.
-    pub fn navigate(&self, p: &Participant, typed: &str) -> Result<(), String> {
+    /// Returns the URL it goes to.
+    pub fn navigate(&self, p: &Participant, typed: &str) -> Result<String, String> {
         let url = typed_url(typed)?;
         info!(session_id = %self.id(), participant = %p.id(), %url, "navigating (URL bar)");
         self.audit(
@@ -1307,7 +1317,7 @@ impl SessionHandle {
             serde_json::json!({ "participant": p.id(), "url": url }),
         );
         self.page().navigate(&url);
-        Ok(())
+        Ok(url)
     }
 
     /// Back, forward or reload. The caller checked that `p` may act.
@@ -1444,7 +1454,9 @@ impl SessionHandle {
                 }
                 .to_json(),
             ),
-            NativeReport::Copy { .. } => return false,
+            NativeReport::Copy { .. } | NativeReport::Target { .. } | NativeReport::Field { .. } => {
+                return false
+            }
         };
         let mut state = self.state();
         let Some(opener) = state.last_actor.clone() else {
@@ -1840,6 +1852,65 @@ impl SessionHandle {
             }
             Err(_) => Err("the page did not answer in time".into()),
         }
+    }
+
+    /// What a joining viewer learns about the session's state, as JSON messages: presence, page,
+    /// tabs, downloads, an open dialog, control, recording, chat history.
+    pub fn state_messages(&self) -> Vec<String> {
+        let participants = self.presence();
+        let (tabs, active) = self.tabs();
+        let downloads = self.downloads();
+        let dialog = self.open_dialog();
+        let mut out = vec![
+            ServerMessage::Presence {
+                count: participants.len(),
+                participants: &participants,
+            }
+            .to_json(),
+            ServerMessage::Page(&self.page_info()).to_json(),
+            ServerMessage::Tabs {
+                tabs: &tabs,
+                active,
+            }
+            .to_json(),
+        ];
+        if !downloads.is_empty() {
+            out.push(
+                ServerMessage::Downloads {
+                    downloads: &downloads,
+                }
+                .to_json(),
+            );
+        }
+        if let Some(dialog) = &dialog {
+            out.push(
+                ServerMessage::Dialog {
+                    dialog: Some(dialog),
+                    answered_by: None,
+                }
+                .to_json(),
+            );
+        }
+        out.push(
+            ServerMessage::Control {
+                state: &self.control(),
+                denied: None,
+            }
+            .to_json(),
+        );
+        out.push(
+            ServerMessage::Recording {
+                status: &self.recording_status(),
+            }
+            .to_json(),
+        );
+        out.push(
+            ServerMessage::ChatHistory {
+                messages: &self.chat_history(),
+            }
+            .to_json(),
+        );
+        out
     }
 
     fn broadcast(&self, message: &ServerMessage<'_>) {

@@ -145,9 +145,20 @@ impl TestServer {
     /// Connects a participant with `token` and waits for its `hello`.
     /// The server's current screen of a session (lossless) and its version.
     pub async fn screenshot(&self, id: &str) -> (u32, image::RgbImage) {
+        self.screenshot_of(id, false).await
+    }
+
+    /// The server's clear or masked (`masked`) screen of a session and its version.
+    pub async fn screenshot_of(&self, id: &str, masked: bool) -> (u32, image::RgbImage) {
+        let query = if masked { "?masked=1" } else { "" };
         let (status, head, body) = self
             .http
-            .raw_bytes("GET", &format!("/api/sessions/{id}/screenshot"), &[], None)
+            .raw_bytes(
+                "GET",
+                &format!("/api/sessions/{id}/screenshot{query}"),
+                &[],
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{head}");
         let version = head
@@ -210,6 +221,34 @@ impl Frame {
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         self.image.get_pixel(x, y).0
     }
+}
+
+/// CPU time (user + system) this process has used so far, seconds (benches).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    // After the ")" of the command name: state is field 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / hz
 }
 
 /// Number of pixels that differ between two screens (all of them when sizes differ).
@@ -404,6 +443,16 @@ impl Participant {
     /// server's current screen (lossless refinement included). Returns the number of updates
     /// read. Fails after `WAIT`.
     pub async fn converge(&mut self, server: &TestServer, id: &str) -> usize {
+        self.converge_to(server, id, false).await
+    }
+
+    /// [`converge`](Self::converge) on the masked screen (`?masked=1`), for a participant
+    /// served the masked screen.
+    pub async fn converge_masked(&mut self, server: &TestServer, id: &str) -> usize {
+        self.converge_to(server, id, true).await
+    }
+
+    async fn converge_to(&mut self, server: &TestServer, id: &str, masked: bool) -> usize {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut updates = 0;
         if self.screen.is_none() {
@@ -412,7 +461,7 @@ impl Participant {
             updates += 1;
         }
         loop {
-            let (_, truth) = server.screenshot(id).await;
+            let (_, truth) = server.screenshot_of(id, masked).await;
             let differ = self
                 .screen
                 .as_ref()
@@ -794,7 +843,12 @@ fail.addEventListener('click', () => {
 for (const el of document.querySelectorAll('input,select,textarea')) {
   el.addEventListener('change', () => report({type: 'change', name: el.name, value: el.type === 'checkbox' ? el.checked : el.value}));
 }
-</script></body>"#;
+// Where things are (viewport CSS px, centres), for tests that click them.
+addEventListener('load', () => {
+  const at = (el) => { const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; };
+  report({type: 'layout', fullname: at(fullname), email: at(document.querySelector('[name=email]')), size: at(size), gift: at(gift), secret: at(secret), notes: at(document.querySelector('[data-testid=notes]')), send: at(send), oops: at(oops), fail: at(fail)});
+});
+</script><div style="height:1500px"></div></body>"#;
 
 fn page(body: &str) -> Html<String> {
     Html(format!(

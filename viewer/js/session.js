@@ -17,6 +17,7 @@ import { PickerBox } from './picker.js';
 import { PageDialogs } from './dialogs.js';
 import { SelectPopup } from './select.js';
 import { MaskOverlay } from './masks.js';
+import { Recording } from './record.js';
 
 const NOTICE_MS = 5000;
 const STATE_LABELS = {
@@ -182,6 +183,12 @@ const downloads = new Downloads(
   join,
   stats,
 );
+const recording = new Recording(
+  { badge: $('rec-state'), row: $('recording-row'), toggle: $('record-toggle'), list: $('recordings-list') },
+  (msg) => conn.send(msg),
+  join,
+  stats,
+);
 const selectPopup = new SelectPopup($('select-popup'), ui.canvas, ui.stage, (msg) => conn.send(msg), stats);
 const dialogs = new PageDialogs(
   {
@@ -327,6 +334,7 @@ const handlers = {
     people.hello(msg);
     control.hello(msg);
     annotations.hello(msg);
+    recording.hello(msg);
     input.setEnabled(Boolean(msg.canInput));
     // Once per page, not per reconnect. Never a modal: whoever just wants to look, looks.
     if (!greeted) {
@@ -395,6 +403,10 @@ const handlers = {
   tabs(msg) {
     tabStrip.update(msg);
     dispatchEvent(new Event('cobrowse:tabs'));
+  },
+  recording(msg) {
+    recording.update(msg);
+    dispatchEvent(new Event('cobrowse:recording'));
   },
   downloads(msg) {
     downloads.update(msg);
