@@ -1,5 +1,8 @@
 //! Session recordings (`docs/recording.md`): the file format, what records hold, the recorder
 //! that writes a session's recording, and reading one back for replay and bundles.
 
+pub mod bundle;
 pub mod event;
 pub mod format;
+pub mod playwright;
+pub mod read;
