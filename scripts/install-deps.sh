@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what cobrowse needs on a Debian machine and is not there yet: Chromium (Debian's
 # `chromium` package), fonts for readable pages, a C compiler (libwebp builds from source) and
-# setpriv (util-linux; kills Chromium if the server dies). Safe to run again: it installs nothing
+# setpriv (util-linux; kills Chromium if the server dies), Node.js and npm, and the Playwright
+# harness that runs bug bundles' scripts (tests/playwright, from its package-lock.json, without
+# Playwright's own browsers: it drives Debian's Chromium). Safe to run again: it installs nothing
 # that is already present. The Rust toolchain itself is expected (https://rustup.rs).
 set -euo pipefail
 
@@ -15,6 +17,8 @@ fi
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 have cc || missing+=(gcc libc6-dev)
 have setpriv || missing+=(util-linux)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
@@ -26,6 +30,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Playwright harness (tests/bundle.rs runs bundles' scripts with it): installed again when
+# node_modules is missing or holds another @playwright/test than package-lock.json pins.
+harness="$(cd "$(dirname "$0")/.." && pwd)/tests/playwright"
+locked_version() {
+  node -e 'process.stdout.write(require(process.argv[1]).packages["node_modules/@playwright/test"].version)' \
+    "$harness/package-lock.json"
+}
+installed_version() {
+  node -e 'process.stdout.write(require(process.argv[1]).version)' \
+    "$harness/node_modules/@playwright/test/package.json" 2>/dev/null || true
+}
+if [ "$(installed_version)" != "$(locked_version)" ]; then
+  echo "installing the Playwright harness (tests/playwright)" >&2
+  (cd "$harness" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null)
 fi
 
 have cargo || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
