@@ -58,7 +58,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// One round: a fresh session on the workload's page, one viewer acknowledging every update on
 /// arrival (as a fast viewer does; it does not decode, so this process's CPU is the server's),
 /// and the workload for `seconds`. Returns (CPU seconds used, recording bytes).
-async fn round(server: &TestServer, site: &TestSite, work: Work, record: bool, seconds: u64) -> (f64, u64) {
+async fn round(
+    server: &TestServer,
+    site: &TestSite,
+    work: Work,
+    record: bool,
+    seconds: u64,
+) -> (f64, u64) {
     let (id, links) = server
         .create_session_with(json!({ "url": site.url(work.path()), "record": record }))
         .await;
@@ -112,7 +118,11 @@ async fn round(server: &TestServer, site: &TestSite, work: Work, record: bool, s
     if record {
         let (status, body) = server
             .http
-            .request("POST", &format!("/api/sessions/{id}/recording"), Some(json!({ "on": false })))
+            .request(
+                "POST",
+                &format!("/api/sessions/{id}/recording"),
+                Some(json!({ "on": false })),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         let (_, list) = server
@@ -141,7 +151,9 @@ async fn main() {
     let mut config = support::site_config(&site);
     config.recordings_dir = Some(dir.path().to_path_buf());
     let server = TestServer::start_with(config).await;
-    println!("## Recording: size and CPU cost ({seconds} s per workload, median of {rounds} rounds)\n");
+    println!(
+        "## Recording: size and CPU cost ({seconds} s per workload, median of {rounds} rounds)\n"
+    );
     println!("| workload | recording size, MB per minute | server CPU without recording | with recording | cost of recording |");
     println!("|---|---|---|---|---|");
     for work in [Work::Typing, Work::Scrolling, Work::Animation] {
@@ -152,7 +164,12 @@ async fn main() {
             let (cpu, bytes) = round(&server, &site, work, true, seconds).await;
             on.push(cpu / seconds as f64 * 100.0);
             sizes.push(bytes as f64 / seconds as f64 * 60.0 / 1e6);
-            eprintln!("{work:?}: off {:.1}% on {:.1}% size {:.2} MB/min", off.last().unwrap_or(&0.0), on.last().unwrap_or(&0.0), sizes.last().unwrap_or(&0.0));
+            eprintln!(
+                "{work:?}: off {:.1}% on {:.1}% size {:.2} MB/min",
+                off.last().unwrap_or(&0.0),
+                on.last().unwrap_or(&0.0),
+                sizes.last().unwrap_or(&0.0)
+            );
         }
         let (off, on) = (median(off), median(on));
         println!(

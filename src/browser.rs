@@ -1199,7 +1199,9 @@ async fn diagnostics(
     use chromiumoxide::cdp::browser_protocol::network::{
         EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent, EventResponseReceived,
     };
-    use chromiumoxide::cdp::js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown};
+    use chromiumoxide::cdp::js_protocol::runtime::{
+        ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
+    };
     let console = page
         .event_listener::<EventConsoleApiCalled>()
         .await?
@@ -1260,24 +1262,22 @@ async fn diagnostics(
         .event_listener::<EventRequestWillBeSent>()
         .await?
         .map(|e| {
-            let body_bytes = e
-                .request
-                .post_data_entries
-                .as_ref()
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .filter_map(|p| p.bytes.as_ref())
-                        .map(|b| {
-                            let b: &str = b.as_ref();
-                            (b.len() as u64) * 3 / 4
-                        })
-                        .sum()
-                });
+            let body_bytes = e.request.post_data_entries.as_ref().map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|p| p.bytes.as_ref())
+                    .map(|b| {
+                        let b: &str = b.as_ref();
+                        (b.len() as u64) * 3 / 4
+                    })
+                    .sum()
+            });
             PageEvent::Diagnostic(Event::Request {
                 id: e.request_id.inner().clone(),
                 method: clip_text(&e.request.method),
-                url: clip_text(&(e.request.url.clone() + e.request.url_fragment.as_deref().unwrap_or(""))),
+                url: clip_text(
+                    &(e.request.url.clone() + e.request.url_fragment.as_deref().unwrap_or("")),
+                ),
                 resource_type: e.r#type.as_ref().map(wire_name).unwrap_or_default(),
                 headers: headers_of(&e.request.headers),
                 wall_ms: (*e.wall_time.inner() * 1000.0) as u64,
@@ -1307,17 +1307,14 @@ async fn diagnostics(
                 bytes: e.encoded_data_length.max(0.0) as u64,
             })
         });
-    let failed = page
-        .event_listener::<EventLoadingFailed>()
-        .await?
-        .map(|e| {
-            PageEvent::Diagnostic(Event::Failed {
-                id: e.request_id.inner().clone(),
-                error: clip_text(&e.error_text),
-                canceled: e.canceled.unwrap_or(false),
-                blocked: e.blocked_reason.as_ref().map(wire_name),
-            })
-        });
+    let failed = page.event_listener::<EventLoadingFailed>().await?.map(|e| {
+        PageEvent::Diagnostic(Event::Failed {
+            id: e.request_id.inner().clone(),
+            error: clip_text(&e.error_text),
+            canceled: e.canceled.unwrap_or(false),
+            blocked: e.blocked_reason.as_ref().map(wire_name),
+        })
+    });
     Ok(vec![
         console.boxed(),
         log.boxed(),

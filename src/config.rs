@@ -485,7 +485,10 @@ impl Config {
             None => data_dir.as_ref().map(|d| d.join(RECORDINGS_DIR)),
         };
         if args.record_sessions && recordings_dir.is_none() {
-            return Err("--record-sessions needs a recordings directory (--recordings-dir or --data-dir)".into());
+            return Err(
+                "--record-sessions needs a recordings directory (--recordings-dir or --data-dir)"
+                    .into(),
+            );
         }
         if args.recording_retention_days > MAX_RECORDING_RETENTION_DAYS {
             return Err(format!(

@@ -157,7 +157,10 @@ pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
             if !x.is_finite() || !y.is_finite() {
                 return Err("press position is not a number".into());
             }
-            if selector.as_ref().is_some_and(|s| s.chars().count() > MAX_SELECTOR) {
+            if selector
+                .as_ref()
+                .is_some_and(|s| s.chars().count() > MAX_SELECTOR)
+            {
                 *selector = None;
             }
             *tag = clean_tag(tag);
@@ -170,7 +173,10 @@ pub fn parse_report(payload: &str) -> Result<NativeReport, String> {
             masked,
             ..
         } => {
-            if selector.as_ref().is_some_and(|s| s.chars().count() > MAX_SELECTOR) {
+            if selector
+                .as_ref()
+                .is_some_and(|s| s.chars().count() > MAX_SELECTOR)
+            {
                 *selector = None;
             }
             *tag = clean_tag(tag);

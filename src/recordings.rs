@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::api::{AppError, AppState, ApiClient};
+use crate::api::{ApiClient, AppError, AppState};
 use crate::recording::store::{RecordingInfo, Store};
 use crate::session::{system_actor, Role, SessionHandle};
 
@@ -34,9 +34,9 @@ pub struct RecordingView {
 }
 
 fn store(app: &AppState) -> Result<&std::sync::Arc<Store>, AppError> {
-    app.registry
-        .recordings()
-        .ok_or(AppError::Unavailable("recording is off on this server".into()))
+    app.registry.recordings().ok_or(AppError::Unavailable(
+        "recording is off on this server".into(),
+    ))
 }
 
 fn base(app: &AppState, headers: &HeaderMap) -> String {
@@ -148,7 +148,9 @@ pub async fn set_recording(
     let mut by = system_actor("api");
     by.name = format!("api {}", client.0);
     set(&session, body.on, by).await?;
-    Ok(Json(serde_json::json!({ "recording": session.recording_status() })))
+    Ok(Json(
+        serde_json::json!({ "recording": session.recording_status() }),
+    ))
 }
 
 /// Starts or stops `session`'s recording for `by`.
@@ -239,15 +241,16 @@ fn replay_allowed(app: &AppState, rid: &str, headers: &HeaderMap) -> Result<(), 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or(refused)?;
-    if crate::capability::verify_replay(&app.config.secret, token, rid, SystemTime::now()).is_ok()
-    {
+    if crate::capability::verify_replay(&app.config.secret, token, rid, SystemTime::now()).is_ok() {
         return Ok(());
     }
     if !app.config.api_keys.is_empty() && crate::api::api_key_of(&app.config, headers).is_some() {
         return Ok(());
     }
     info!(recording = %truncated(rid), "replay link refused");
-    Err(AppError::Unauthorized("missing, invalid or expired replay link"))
+    Err(AppError::Unauthorized(
+        "missing, invalid or expired replay link",
+    ))
 }
 
 fn truncated(s: &str) -> &str {

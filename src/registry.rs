@@ -11,11 +11,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::audit::Audit;
-use crate::recording::store::Store;
 use crate::browser::{Browser, BrowserError, LaunchOptions};
 use crate::capability::LinkBook;
 use crate::config::{Config, Viewport};
 use crate::egress::EgressProxy;
+use crate::recording::store::Store;
 use crate::session::{NewSession, SessionHandle};
 use crate::token::{random_string, ID_BYTES};
 
@@ -238,7 +238,11 @@ impl Registry {
         if handle.cancelled().is_cancelled() {
             self.table().sessions.remove(&id);
         } else if record {
-            let by = crate::session::system_actor(if self.config.record_sessions { "server" } else { "api" });
+            let by = crate::session::system_actor(if self.config.record_sessions {
+                "server"
+            } else {
+                "api"
+            });
             if let Err(e) = handle.start_recording(by) {
                 warn!(session_id = %id, error = %e, "cannot record the session");
             }

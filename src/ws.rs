@@ -928,7 +928,10 @@ async fn read_loop(
             }
             ClientMessage::Record { on } => {
                 if participant.role() != Role::Owner {
-                    notice("not-allowed", "only the session owner can record the session");
+                    notice(
+                        "not-allowed",
+                        "only the session owner can record the session",
+                    );
                 } else if let Err(e) =
                     crate::recordings::set(session, on, participant.record_actor()).await
                 {

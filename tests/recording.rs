@@ -33,6 +33,39 @@ fn at(layout: &Value, name: &str) -> (f64, f64) {
     )
 }
 
+/// Waits until the recording being written for `session` (as flushed so far) replays, at its
+/// end, to `screen`, the server's masked screen `version`. `false` if the server's screen moved
+/// on first (a masked screen settling, a late paint): the recording rightly follows it.
+async fn recording_reaches(
+    server: &TestServer,
+    session: &str,
+    version: u32,
+    screen: &image::RgbImage,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, bytes) = the_recording(server, session).await;
+        let rec = Recording::parse(bytes).expect("readable while written");
+        let differ = rec
+            .screen_at(rec.duration_ms())
+            .map_or(usize::MAX, |r| differing_pixels(&r, screen));
+        if differ == 0 {
+            return true;
+        }
+        if server.screenshot_of(session, true).await.0 != version {
+            return false;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recording never showed the viewer's screen: {differ} pixels differ at its end ({} ms, {} updates)",
+            rec.duration_ms(),
+            rec.updates.len()
+        );
+        // The recorder flushes every second: nothing to wait on but the file itself.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The recording file of `session`'s only recording, through the API.
 async fn the_recording(server: &TestServer, session: &str) -> (String, Vec<u8>) {
     let (status, list) = server
@@ -65,28 +98,55 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
 
     owner.send(json!({ "t": "record", "on": true })).await;
     let status = viewer.json_where("recording", |m| m["on"] == true).await;
-    assert_eq!(status["by"], "Alice", "everyone is told who records: {status}");
+    assert_eq!(
+        status["by"], "Alice",
+        "everyone is told who records: {status}"
+    );
 
-    // Checkpoints: (ms since the recording started, the viewer's screen then). Each is taken
-    // once the viewer's screen is the server's, right before the next step changes it.
+    // Checkpoints: (when the viewer's screen became the server's, when the next step began,
+    // the viewer's screen), ms since the recording started. The recorder is a viewer of its own
+    // pace: before the next step, the file (flushed every second) must have caught up with the
+    // viewer's screen, or lossy tiles the viewer already had refined could still be lossy there.
     let started_at = status["since"].as_u64().expect("since");
-    let mut checkpoints: Vec<(u32, image::RgbImage)> = Vec::new();
+    let mut checkpoints: Vec<(u32, u32, image::RgbImage)> = Vec::new();
+    // The server's screen must not change between the viewer's convergence and the next step
+    // (a step's effect can paint late): if it did, the checkpoint is taken again.
     macro_rules! checkpoint {
         () => {{
-            viewer.converge_masked(&server, &id).await;
-            let t = (unix_ms() - started_at) as u32;
-            checkpoints.push((t, viewer.screen.clone().expect("screen")));
+            loop {
+                viewer.converge_masked(&server, &id).await;
+                let converged = (unix_ms() - started_at) as u32;
+                let (before, _) = server.screenshot_of(&id, true).await;
+                let screen = viewer.screen.clone().expect("screen");
+                if !recording_reaches(&server, &id, before, &screen).await {
+                    continue;
+                }
+                let next = (unix_ms() - started_at) as u32;
+                let (after, now) = server.screenshot_of(&id, true).await;
+                if before == after && differing_pixels(&now, &screen) == 0 {
+                    checkpoints.push((converged, next, screen));
+                    break;
+                }
+            }
         }};
     }
     checkpoint!();
 
+    // Like a person, the owner looks at the focused field before typing into it: what is typed
+    // before the page said where the focus went is recorded redacted (the field could be masked).
     let (x, y) = at(&layout, "fullname");
     owner.click(x, y).await;
+    site.report_where(|r| r["type"] == "focus" && r["id"] == "fullname")
+        .await;
+    viewer.converge_masked(&server, &id).await;
     owner.type_text("Ada Lovelace").await;
     let (x, y) = at(&layout, "email");
     owner.click(x, y).await;
     site.report_where(|r| r["type"] == "change" && r["name"] == "fullname")
         .await;
+    site.report_where(|r| r["type"] == "focus" && r["name"] == "email")
+        .await;
+    viewer.converge_masked(&server, &id).await;
     owner.type_text("ada@example.com").await;
     owner.press("Tab", "Tab", 9, 0).await;
     site.report_where(|r| r["type"] == "change" && r["name"] == "email")
@@ -98,7 +158,7 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     owner.click(x, y).await;
     owner.type_text("hunter2").await;
     owner.press("Tab", "Tab", 9, 0).await;
-    site.report_where(|r| r["type"] == "change" && r["name"] == "secret")
+    site.report_where(|r| r["type"] == "change" && r["name"] == "")
         .await;
 
     let (x, y) = at(&layout, "oops");
@@ -112,9 +172,16 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     owner
         .send(json!({ "t": "wheel", "x": 400.0, "y": 300.0, "dx": 0.0, "dy": 400.0, "mods": 0 }))
         .await;
+    // The page scrolled (the owner is told; the viewer keeps applying its updates).
+    owner
+        .json_where("view", |v| v["scrollY"].as_f64().is_some_and(|y| y > 0.0))
+        .await;
     checkpoint!();
     owner
         .send(json!({ "t": "wheel", "x": 400.0, "y": 300.0, "dx": 0.0, "dy": -400.0, "mods": 0 }))
+        .await;
+    owner
+        .json_where("view", |v| v["scrollY"].as_f64() == Some(0.0))
         .await;
     checkpoint!();
 
@@ -124,7 +191,9 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     let query = submitted["query"].as_str().expect("query").to_string();
     assert!(query.contains("fullname=Ada+Lovelace"), "{query}");
     owner
-        .json_where("page", |p| p["url"].as_str().is_some_and(|u| u.contains("/thanks")))
+        .json_where("page", |p| {
+            p["url"].as_str().is_some_and(|u| u.contains("/thanks"))
+        })
         .await;
     checkpoint!();
 
@@ -137,36 +206,87 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
         "the password typed is nowhere in the file"
     );
     let rec = Recording::parse(bytes).expect("a readable recording");
-    assert!(!rec.truncated, "a stopped recording ends with a whole record");
+    assert!(
+        !rec.truncated,
+        "a stopped recording ends with a whole record"
+    );
     assert_eq!(rec.meta.id, rid);
     assert_eq!(rec.meta.session, id);
     assert_eq!(rec.meta.started_at, started_at);
-    assert!(rec.meta.start_url.ends_with("/form"), "{}", rec.meta.start_url);
+    assert!(
+        rec.meta.start_url.ends_with("/form"),
+        "{}",
+        rec.meta.start_url
+    );
 
-    // The screen, replayed from the file, is the viewer's at every checkpoint, pixel for pixel.
-    for (i, (t, screen)) in checkpoints.iter().enumerate() {
-        let replayed = rec.screen_at(*t).expect("a screen at the checkpoint");
+    // The screen, replayed from the file, is the viewer's at every checkpoint, pixel for pixel,
+    // and it got there soon after the viewer did.
+    for (i, (converged, next, screen)) in checkpoints.iter().enumerate() {
+        let replayed = rec.screen_at(*next).expect("a screen at the checkpoint");
         assert_eq!(
             differing_pixels(&replayed, screen),
             0,
-            "checkpoint {i} at {t} ms: the replayed screen differs from the viewer's"
+            "checkpoint {i} at {next} ms: the replayed screen differs from the viewer's"
+        );
+        let caught_up = (*converged..=*next)
+            .step_by(10)
+            .find(|t| {
+                rec.screen_at(*t)
+                    .is_some_and(|r| differing_pixels(&r, screen) == 0)
+            })
+            .expect("the replay shows the viewer's screen");
+        assert!(
+            caught_up - converged <= 2000,
+            "checkpoint {i}: the recording caught up {} ms after the viewer",
+            caught_up - converged
         );
     }
 
     let events: Vec<&Event> = rec.events.iter().map(|(_, e)| e).collect();
     let has = |pred: &dyn Fn(&Event) -> bool| events.iter().any(|e| pred(e));
-    assert!(has(&|e| matches!(e, Event::Recording { state, by } if state == "started" && by.name == "Alice")));
-    assert!(has(&|e| matches!(e, Event::Recording { state, .. } if state == "stopped")));
-    assert!(has(&|e| matches!(e, Event::Input { by, input: InputRecord::Mouse { action, .. } } if by.name == "Alice" && by.role == "owner" && action == "pressed")));
-    assert!(has(&|e| matches!(e, Event::Input { input: InputRecord::Key { text: Some(t), .. }, .. } if t == "A")));
-    assert!(has(&|e| matches!(e, Event::Input { input: InputRecord::Key { redacted: true, .. }, .. })), "password keys are recorded redacted");
-    assert!(has(&|e| matches!(e, Event::Input { input: InputRecord::Wheel { delta_y, .. }, .. } if *delta_y == 400.0)));
-    assert!(has(&|e| matches!(e, Event::Target { selector: Some(s), .. } if s == "#fullname")));
-    assert!(has(&|e| matches!(e, Event::Target { selector: Some(s), .. } if s == "input[name=\"email\"]")));
-    assert!(has(&|e| matches!(e, Event::Field { selector: Some(s), value: Some(v), .. } if s == "#fullname" && v == "Ada Lovelace")));
-    assert!(has(&|e| matches!(e, Event::Field { selector: Some(s), value: None, masked: true, .. } if s == "#secret")));
-    assert!(has(&|e| matches!(e, Event::Console { level: Level::Error, text, .. } if text.contains("order form: something broke"))));
-    assert!(has(&|e| matches!(e, Event::Exception { text, .. } if text.contains("order form exploded"))));
+    assert!(has(
+        &|e| matches!(e, Event::Recording { state, by } if state == "started" && by.name == "Alice")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Recording { state, .. } if state == "stopped")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Input { by, input: InputRecord::Mouse { action, .. } } if by.name == "Alice" && by.role == "owner" && action == "pressed")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Input { input: InputRecord::Key { text: Some(t), .. }, .. } if t == "A")
+    ));
+    assert!(
+        has(&|e| matches!(
+            e,
+            Event::Input {
+                input: InputRecord::Key { redacted: true, .. },
+                ..
+            }
+        )),
+        "password keys are recorded redacted"
+    );
+    assert!(has(
+        &|e| matches!(e, Event::Input { input: InputRecord::Wheel { delta_y, .. }, .. } if *delta_y == 400.0)
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Target { selector: Some(s), .. } if s == "#fullname")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Target { selector: Some(s), .. } if s == "input[name=\"email\"]")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Field { selector: Some(s), value: Some(v), .. } if s == "#fullname" && v == "Ada Lovelace")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Field { selector: Some(s), value: None, masked: true, .. } if s == "#secret")
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Console { level: Level::Error, text, .. } if text.contains("order form: something broke"))
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Exception { text, .. } if text.contains("order form exploded"))
+    ));
     let missing = events
         .iter()
         .find_map(|e| match e {
@@ -174,8 +294,12 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
             _ => None,
         })
         .expect("the failed request is recorded");
-    assert!(has(&|e| matches!(e, Event::Response { id, status: 404, .. } if *id == missing)));
-    assert!(has(&|e| matches!(e, Event::Server { message } if message["t"] == "page" && message["url"].as_str().is_some_and(|u| u.contains("/thanks?")))));
+    assert!(has(
+        &|e| matches!(e, Event::Response { id, status: 404, .. } if *id == missing)
+    ));
+    assert!(has(
+        &|e| matches!(e, Event::Server { message } if message["t"] == "page" && message["url"].as_str().is_some_and(|u| u.contains("/thanks?")))
+    ));
     // Times only grow, and a keyframe starts the file.
     let times: Vec<u32> = rec.events.iter().map(|(t, _)| *t).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
@@ -209,7 +333,13 @@ async fn serve_binary(site: &TestSite, data: &std::path::Path) -> Served {
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cobrowse"))
-        .args(["serve", "--listen", &addr.to_string(), "--allow", &site.addr.to_string()])
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--allow",
+            &site.addr.to_string(),
+        ])
         .arg("--data-dir")
         .arg(data)
         .arg("--chromium")
@@ -220,7 +350,10 @@ async fn serve_binary(site: &TestSite, data: &std::path::Path) -> Served {
         .expect("cobrowse serve starts");
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "server did not listen");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not listen"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Served { child, addr }
@@ -275,7 +408,10 @@ async fn a_server_killed_mid_recording_leaves_a_readable_replayable_file() {
         .await
         .expect("join");
     let recording = owner.json_where("recording", |m| m["on"] == true).await;
-    assert_eq!(recording["by"], "server", "recorded from the start: {recording}");
+    assert_eq!(
+        recording["by"], "api",
+        "recorded from the start: {recording}"
+    );
     let mut screens = vec![owner.next_frame().await.image];
     let (x, y) = at(&layout, "fullname");
     owner.click(x, y).await;
@@ -353,7 +489,10 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     let server = recording_server(&site, dir.path()).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while old.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "retention did not remove the old recording");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not remove the old recording"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -363,11 +502,20 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     // Only the owner records.
     let mut guest = server.join(&id, &links.controller).await;
     guest.send(json!({ "t": "record", "on": true })).await;
-    let refused = guest.json_where("notice", |n| n["code"] == "not-allowed").await;
-    assert!(refused["message"].as_str().expect("message").contains("owner"));
+    let refused = guest
+        .json_where("notice", |n| n["code"] == "not-allowed")
+        .await;
+    assert!(refused["message"]
+        .as_str()
+        .expect("message")
+        .contains("owner"));
     let (status, body) = server
         .http
-        .request("POST", &format!("/api/sessions/{id}/recording"), Some(json!({ "on": true })))
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/recording"),
+            Some(json!({ "on": true })),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["recording"]["on"], true);
@@ -377,7 +525,11 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     // Listed with its size, active; an active recording cannot be deleted.
     let (status, all) = server.http.request("GET", "/api/recordings", None).await;
     assert_eq!(status, 200);
-    assert_eq!(all["recordings"].as_array().expect("list").len(), 1, "{all}");
+    assert_eq!(
+        all["recordings"].as_array().expect("list").len(),
+        1,
+        "{all}"
+    );
     assert_eq!(all["recordings"][0]["active"], true);
     assert_eq!(all["retentionDays"], 30);
     let (status, _) = server
@@ -388,7 +540,11 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
 
     let (status, body) = server
         .http
-        .request("POST", &format!("/api/sessions/{id}/recording"), Some(json!({ "on": false })))
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/recording"),
+            Some(json!({ "on": false })),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["recording"]["on"], false);
@@ -406,7 +562,12 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     let auth = format!("Bearer {token}");
     let (status, _, bytes) = server
         .http
-        .raw_bytes("GET", &format!("/r/{rid}/recording"), &[("Authorization", &auth)], None)
+        .raw_bytes(
+            "GET",
+            &format!("/r/{rid}/recording"),
+            &[("Authorization", &auth)],
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(Recording::parse(bytes).is_ok());
@@ -418,7 +579,12 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     let forged = format!("Bearer {}x", token);
     let (status, _, _) = server
         .http
-        .raw_bytes("GET", &format!("/r/{rid}/recording"), &[("Authorization", &forged)], None)
+        .raw_bytes(
+            "GET",
+            &format!("/r/{rid}/recording"),
+            &[("Authorization", &forged)],
+            None,
+        )
         .await;
     assert_eq!(status, 401);
     // Bad ids are refused, not looked up on disk.
@@ -429,7 +595,11 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     assert_eq!(status, 404);
     let (status, _) = server
         .http
-        .request("POST", &format!("/api/sessions/{id}/recording"), Some(json!({ "on": "yes" })))
+        .request(
+            "POST",
+            &format!("/api/sessions/{id}/recording"),
+            Some(json!({ "on": "yes" })),
+        )
         .await;
     assert_eq!(status, 400);
 

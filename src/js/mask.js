@@ -64,6 +64,7 @@
   const selector = valid.join(', ');
 
   let last = '';
+  let focusSeq = 0;
   let activeUntil = 0;
   let looping = false;
   const observed = new WeakSet();
@@ -106,6 +107,11 @@
     if (observed.has(doc)) return;
     observed.add(doc);
     try {
+      for (const type of ['focusin', 'focusout']) {
+        doc.addEventListener(type, () => {
+          focusSeq += 1;
+        }, { capture: true, passive: true });
+      }
       mutations.observe(doc, { subtree: true, childList: true, attributes: true, characterData: true });
       for (const type of ['scroll', 'focusin', 'focusout', 'load', 'transitionrun', 'animationstart', 'input']) {
         doc.addEventListener(type, wake, { capture: true, passive: true });
@@ -181,7 +187,9 @@
       return r.map((v, i) => (i < 4 ? Math.round(v * 100) / 100 : v));
     });
     const anyUnsure = rects.some((r) => r[4] === 2);
-    const report = { rects, scroll: anyUnsure ? [sx, sy] : [0, 0], overflow: out.overflow, focus: focused() };
+    // `focusSeq` changes with every focus move, masked or not: the server learns promptly that
+    // a press moved the focus, and only then trusts `focus` for what is typed next.
+    const report = { rects, scroll: anyUnsure ? [sx, sy] : [0, 0], overflow: out.overflow, focus: focused(), focusSeq };
     const json = JSON.stringify(report);
     if (json !== last || force) {
       last = json;

@@ -29,7 +29,14 @@ struct Audience {
     typist: Option<String>,
     /// Who last pressed something on the page (a click into a field comes before its focus).
     last_actor: Option<String>,
+    /// When someone last pressed something on the page, and when the page last reported.
+    last_press: Option<std::time::Instant>,
+    last_report: Option<std::time::Instant>,
 }
+
+/// After a press, what is typed counts as typed into a masked field until the page reports
+/// where the focus went (it reports every focus move), at most this long.
+const FOCUS_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The masked screen of a session and who gets it. Lives in the session's shared state.
 pub(super) struct Masking {
@@ -123,6 +130,7 @@ impl SessionHandle {
     fn mask_focus(&self, focus: bool) {
         let changed = {
             let mut a = lock(&self.masking().audience);
+            a.last_report = Some(std::time::Instant::now());
             let before = (a.focus, a.typist.clone());
             a.focus = focus;
             a.typist = if focus {
@@ -138,9 +146,22 @@ impl SessionHandle {
         }
     }
 
-    /// Whether a masked field has keyboard focus (what is typed now must not be kept).
-    pub fn masked_focus(&self) -> bool {
-        lock(&self.masking().audience).focus
+    /// A press that may move the focus (a mouse press, Tab) goes to the page.
+    pub(super) fn focus_may_move(&self) {
+        lock(&self.masking().audience).last_press = Some(std::time::Instant::now());
+    }
+
+    /// Whether what is typed now may go into a masked field, so must not be kept: a masked field
+    /// has focus, or a press may have moved the focus and the page has not said where yet.
+    pub fn masked_typing(&self) -> bool {
+        let a = lock(&self.masking().audience);
+        let unsure = match (a.last_press, a.last_report) {
+            (Some(press), report) => {
+                report.is_none_or(|r| r < press) && press.elapsed() < FOCUS_REPORT_WAIT
+            }
+            (None, _) => false,
+        };
+        a.focus || unsure
     }
 
     /// The stamp for a screenshot about to be taken (see `mask::MaskLog::for_frame`).

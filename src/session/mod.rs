@@ -32,9 +32,9 @@ use crate::tabs::{TabInfo, Tabs};
 mod driver;
 mod masking;
 mod recording;
-pub use recording::{system_actor, RecordError, RecordingStatus, KEYFRAME_EVERY};
 pub use driver::POLL_EVERY;
 use driver::{run_screen, Driver};
+pub use recording::{system_actor, RecordError, RecordingStatus, KEYFRAME_EVERY};
 
 /// Input events queued between the participants and the browser. A full queue makes the sending
 /// participant's reader wait (backpressure on that participant), it never drops input.
@@ -1454,9 +1454,9 @@ impl SessionHandle {
                 }
                 .to_json(),
             ),
-            NativeReport::Copy { .. } | NativeReport::Target { .. } | NativeReport::Field { .. } => {
-                return false
-            }
+            NativeReport::Copy { .. }
+            | NativeReport::Target { .. }
+            | NativeReport::Field { .. } => return false,
         };
         let mut state = self.state();
         let Some(opener) = state.last_actor.clone() else {

@@ -148,12 +148,17 @@ impl SessionHandle {
 
     /// The id of the recording being written, if any.
     pub fn recording_id(&self) -> Option<String> {
-        lock(&self.recordings().active).as_ref().map(|a| a.id.clone())
+        lock(&self.recordings().active)
+            .as_ref()
+            .map(|a| a.id.clone())
     }
 
     /// Starts recording (or returns the recording already running).
     pub fn start_recording(&self, by: Actor) -> Result<String, RecordError> {
-        let store = self.recording_store().ok_or(RecordError::Unavailable)?.clone();
+        let store = self
+            .recording_store()
+            .ok_or(RecordError::Unavailable)?
+            .clone();
         let mut active = lock(&self.recordings().active);
         if let Some(a) = &*active {
             return Ok(a.id.clone());
@@ -279,7 +284,15 @@ impl SessionHandle {
         if !self.recording() {
             return;
         }
-        let redact = self.masked_focus();
+        let moves_focus = match input {
+            Input::Mouse { kind, .. } => *kind == MouseKind::Pressed,
+            Input::Key(k) => k.kind != KeyKind::KeyUp && k.key == "Tab",
+            _ => false,
+        };
+        if moves_focus {
+            self.focus_may_move();
+        }
+        let redact = self.masked_typing();
         let input = input_record(input, redact);
         self.record(Event::Input {
             by: p.record_actor(),
@@ -360,7 +373,12 @@ fn input_record(input: &Input, redact: bool) -> InputRecord {
             let types = k.text.is_some() || k.key.chars().count() == 1;
             let hide = redact && types && k.key != "Enter";
             InputRecord::Key {
-                action: if k.kind == KeyKind::KeyUp { "up" } else { "down" }.into(),
+                action: if k.kind == KeyKind::KeyUp {
+                    "up"
+                } else {
+                    "down"
+                }
+                .into(),
                 key: if hide { "•".into() } else { k.key.clone() },
                 code: if hide { "•".into() } else { k.code.clone() },
                 text: if hide {
@@ -499,8 +517,11 @@ async fn record_loop(
         if let Some(snapshot) = &latest {
             if let Some(plan) = pacer.plan(snapshot) {
                 if masks_written.as_ref() != Some(&snapshot.masks) {
-                    let rects: Vec<[u32; 4]> =
-                        snapshot.masks.iter().map(|r| [r.x, r.y, r.w, r.h]).collect();
+                    let rects: Vec<[u32; 4]> = snapshot
+                        .masks
+                        .iter()
+                        .map(|r| [r.x, r.y, r.w, r.h])
+                        .collect();
                     let json = ServerMessage::Masks { rects: &rects }.to_json();
                     w.server_json(ms(Instant::now()), &json).await?;
                     masks_written = Some(snapshot.masks.clone());
@@ -595,8 +616,13 @@ mod tests {
         else {
             panic!("a key")
         };
-        assert_eq!((k.as_str(), text.as_deref(), redacted), ("•", Some("•"), true));
-        let InputRecord::Key { key: k, redacted, .. } = input_record(&key("Tab", None), true)
+        assert_eq!(
+            (k.as_str(), text.as_deref(), redacted),
+            ("•", Some("•"), true)
+        );
+        let InputRecord::Key {
+            key: k, redacted, ..
+        } = input_record(&key("Tab", None), true)
         else {
             panic!("a key")
         };

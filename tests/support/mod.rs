@@ -660,6 +660,7 @@ pub fn us_key(c: char) -> (&'static str, u32, bool) {
         ',' => ("Comma", 188, false),
         '.' => ("Period", 190, false),
         '!' => ("Digit1", 49, true),
+        '@' => ("Digit2", 50, true),
         '?' => ("Slash", 191, true),
         '-' => ("Minus", 189, false),
         '<' => ("Comma", 188, true),
@@ -826,7 +827,7 @@ pub const FORM_PAGE: &str = r#"<title>Order form</title><body style="margin:0;ba
 <label>Email <input name=email type=email style="margin-left:8px"></label><span></span>
 <label for=size>Size</label><select id=size name=size><option>small</option><option>medium</option><option>large</option></select>
 <label for=gift>Gift wrap</label><input id=gift name=gift type=checkbox value=yes>
-<label for=secret>Password</label><input id=secret name=secret type=password>
+<label for=secret>Password</label><input id=secret type=password>
 <span></span><textarea data-testid=notes name=notes rows=3></textarea>
 <span></span><button id=send type=submit>Send order</button>
 </form>
@@ -843,6 +844,7 @@ fail.addEventListener('click', () => {
 for (const el of document.querySelectorAll('input,select,textarea')) {
   el.addEventListener('change', () => report({type: 'change', name: el.name, value: el.type === 'checkbox' ? el.checked : el.value}));
 }
+addEventListener('focusin', (e) => report({type: 'focus', id: e.target.id, name: e.target.name || ''}));
 // Where things are (viewport CSS px, centres), for tests that click them.
 addEventListener('load', () => {
   const at = (el) => { const r = el.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; };
