@@ -393,6 +393,7 @@ async fn run_playwright(spec: &str) -> (bool, String) {
         .current_dir(&harness)
         .env("COBROWSE_SPEC_DIR", dir.path())
         .env("COBROWSE_MASKED_TEXT", PASSWORD)
+        .env("COBROWSE_CHROMIUM", support::chromium())
         .env("CI", "1")
         .kill_on_drop(true);
     let output = tokio::time::timeout(PLAYWRIGHT_LIMIT, command.output())
@@ -446,8 +447,9 @@ async fn a_bundle_holds_the_session_and_its_script_replays_the_order() {
         )),
         "{log}"
     );
+    // meta.startedAt is 2026-11-29T22:06:40Z; the console error came about 2 s later.
     assert!(
-        lines[0].starts_with("2026-11-30T"),
+        lines[0].starts_with("2026-11-29T22:06:42."),
         "UTC wall-clock time: {log}"
     );
     assert!(
@@ -472,7 +474,10 @@ async fn a_bundle_holds_the_session_and_its_script_replays_the_order() {
         site.url("/missing.json").as_str()
     );
     assert_eq!(entries[0]["response"]["status"], 404);
-    assert_eq!(entries[0]["time"], 13);
+    // Response head 13 ms after the request, finished 1 ms later.
+    assert_eq!(entries[0]["time"], 14);
+    assert_eq!(entries[0]["timings"]["wait"], 13);
+    assert_eq!(entries[0]["timings"]["receive"], 1);
 
     let png = image::load_from_memory_with_format(&files["final.png"], image::ImageFormat::Png)
         .expect("final.png is a PNG")

@@ -60,8 +60,19 @@ const NAMED_KEYS: &[&str] = &[
     "F12",
 ];
 
-/// Keys that only modify others (their state is in each key's modifiers).
-const MODIFIER_KEYS: &[&str] = &["Shift", "Control", "Alt", "Meta", "AltGraph", "CapsLock"];
+/// Keys that only modify others (their state is in each key's modifiers), and those whose effect
+/// arrives as another input (a dead key's or an IME's text is a `text` or a later key).
+const SILENT_KEYS: &[&str] = &[
+    "Shift",
+    "Control",
+    "Alt",
+    "Meta",
+    "AltGraph",
+    "CapsLock",
+    "Dead",
+    "Process",
+    "Unidentified",
+];
 
 /// One step of the script.
 #[derive(Debug, Clone, PartialEq)]
@@ -628,14 +639,16 @@ fn render_step(out: &mut String, step: &Step) {
 
 /// The step of a key pressed down, if it is one (modifier keys alone are not).
 fn key_step(key: &str, text: Option<&str>, modifiers: u8, redacted: bool) -> Option<Step> {
-    if MODIFIER_KEYS.contains(&key) {
+    if SILENT_KEYS.contains(&key) {
         return None;
     }
     if redacted {
         return Some(Step::MaskedKeys(1));
     }
     let named = key.chars().count() > 1;
-    let chord = modifiers & (CTRL | ALT | META) != 0;
+    // Ctrl+Alt with text is AltGr on Windows layouts (`@` on a German keyboard): typing.
+    let alt_gr = modifiers & (CTRL | ALT) == CTRL | ALT && text.is_some_and(|t| !t.is_empty());
+    let chord = modifiers & (CTRL | ALT | META) != 0 && !alt_gr;
     if named || chord {
         if named && !NAMED_KEYS.contains(&key) {
             return Some(Step::Note(format!("key {key}: not reproduced")));
@@ -938,6 +951,8 @@ mod tests {
         events.extend(typed("Ada L"));
         events.push(key("Tab", None, 0, false));
         events.extend(typed("a@b.c"));
+        events.push(key("Dead", None, 0, false));
+        events.push(key("@", Some("@"), CTRL | ALT, false));
         events.push(key("a", Some("a"), CTRL, false));
         events.push(key("ArrowLeft", None, SHIFT, false));
         events.extend([
@@ -1008,7 +1023,7 @@ mod tests {
             "await page.locator(\"#fullname\").click();",
             "await page.keyboard.type(\"Ada L\");",
             "await page.keyboard.press(\"Tab\");",
-            "await page.keyboard.type(\"a@b.c\");",
+            "await page.keyboard.type(\"a@b.c@\");",
             "await page.keyboard.press(\"Control+a\");",
             "await page.keyboard.press(\"Shift+ArrowLeft\");",
             "await page.keyboard.type(process.env.COBROWSE_MASKED_TEXT ?? '');",

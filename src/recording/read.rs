@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use super::event::{Event, Meta};
 use super::format::{End, FormatError, Kind, Reader};
+use crate::encode::{op, Codec};
 use crate::protocol::{self, flags};
 
 /// The largest screen side replayed; larger headers are corruption (the screen model accepts
@@ -16,6 +17,10 @@ use crate::protocol::{self, flags};
 const MAX_SIDE: u16 = 8192;
 /// Where a record's payload starts, from the record's start (`format`'s layout).
 const PAYLOAD_OFFSET: usize = 4 + 1 + 4;
+/// Most pixels one replay ([`Recording::screen_at`]) may paint or move. Legitimate replays stay
+/// far below it (a keyframe interval of a 4K screen is a few hundred million); a hostile file of
+/// many whole-screen moves stops here instead of running for hours.
+const MAX_REPLAY_PIXELS: u64 = 1 << 32;
 
 /// Why bytes are not a readable recording.
 #[derive(Debug, thiserror::Error)]
@@ -128,9 +133,15 @@ impl Recording {
     /// it up to and including `t`, applied as the viewer applies them. `None` before the first
     /// keyframe. A malformed update ends the replay with the screen as it was before it.
     pub fn screen_at(&self, t: u32) -> Option<image::RgbImage> {
+        self.replay(t, MAX_REPLAY_PIXELS)
+    }
+
+    /// [`Recording::screen_at`], stopping once `budget` pixels were painted or moved.
+    fn replay(&self, t: u32, budget: u64) -> Option<image::RgbImage> {
         let upto = self.updates.partition_point(|u| u.t <= t);
         let start = self.updates[..upto].iter().rposition(|u| u.keyframe)?;
         let mut canvas: Option<image::RgbImage> = None;
+        let mut work: u64 = 0;
         for update in &self.updates[start..upto] {
             let message = self.update_bytes(update);
             let Some(header) = protocol::decode_update_header(message) else {
@@ -152,10 +163,21 @@ impl Recording {
             let Some(screen) = canvas.as_mut() else {
                 break;
             };
+            let body = &message[protocol::UPDATE_HEADER_LEN..];
+            let area = u64::from(screen.width()) * u64::from(screen.height());
+            // Checked before anything is decoded: an image whose header claims a huge size
+            // would otherwise be allocated before `apply` sees it does not fit its rectangle.
+            let Some(cost) = update_cost(body, area) else {
+                break;
+            };
+            work = work.saturating_add(cost).saturating_add(area);
+            if work > budget {
+                break;
+            }
             // `apply` paints rectangle by rectangle; on an error the canvas may hold part of
             // this update, so keep a copy of the screen before it.
             let before = screen.clone();
-            if crate::encode::apply(screen, &message[protocol::UPDATE_HEADER_LEN..]).is_err() {
+            if crate::encode::apply(screen, body).is_err() {
                 *screen = before;
                 break;
             }
@@ -193,6 +215,48 @@ impl Recording {
     }
 }
 
+/// What applying an update body costs, in pixels painted or moved (a move is the whole screen,
+/// `area`), walking its operations without decoding them; `None` when it is malformed: an
+/// unknown operation, one cut short, or an image whose own header does not give exactly its
+/// rectangle's size.
+fn update_cost(body: &[u8], area: u64) -> Option<u64> {
+    let mut cost: u64 = 0;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            op::COPY => {
+                body.get(i..i + 6)?;
+                cost = cost.saturating_add(area);
+                i += 6;
+            }
+            op::RECT => {
+                let b = body.get(i..i + 14)?;
+                let u16_at = |j: usize| u32::from(u16::from_le_bytes([b[j], b[j + 1]]));
+                let (w, h) = (u16_at(6), u16_at(8));
+                let len = u32::from_le_bytes([b[10], b[11], b[12], b[13]]) as usize;
+                let data = body.get(i + 14..(i + 14).checked_add(len)?)?;
+                let size = if b[1] == Codec::Webp as u8 {
+                    let features = webp::BitstreamFeatures::new(data)?;
+                    (features.width(), features.height())
+                } else {
+                    image::ImageReader::new(std::io::Cursor::new(data))
+                        .with_guessed_format()
+                        .ok()?
+                        .into_dimensions()
+                        .ok()?
+                };
+                if size != (w, h) {
+                    return None;
+                }
+                cost = cost.saturating_add(u64::from(w) * u64::from(h));
+                i += 14 + len;
+            }
+            _ => return None,
+        }
+    }
+    Some(cost)
+}
+
 /// The URL of a `page` server message (the wire tag is `t`; `type` is accepted too), if it is
 /// one and has a non-empty URL.
 pub fn page_url(message: &serde_json::Value) -> Option<&str> {
@@ -212,7 +276,6 @@ pub fn page_url(message: &serde_json::Value) -> Option<&str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::encode::{op, Codec};
     use crate::protocol::UpdateHeader;
     use crate::recording::event::Actor;
     use crate::recording::format;
@@ -433,6 +496,47 @@ pub(crate) mod tests {
             screen.get_pixel(2, 2).0,
             [255, 0, 0],
             "the screen before the broken update, not part of it, and nothing after it"
+        );
+        // The pixel budget ends a replay too: the keyframe (16 px painted, 16 for the copy
+        // of the screen kept) fits 40, the next update does not.
+        let bytes = write_file(
+            &meta(),
+            &[
+                (
+                    Kind::Update,
+                    10,
+                    update(true, 4, 4, &[(0, 0, 4, 4, [255, 0, 0])]),
+                ),
+                (
+                    Kind::Update,
+                    30,
+                    update(false, 4, 4, &[(0, 0, 4, 4, [0, 0, 255])]),
+                ),
+            ],
+        )
+        .expect("file");
+        let rec = Recording::parse(bytes).expect("parses");
+        assert_eq!(
+            rec.replay(30, 40).expect("screen").get_pixel(0, 0).0,
+            [255, 0, 0]
+        );
+        assert_eq!(
+            rec.replay(30, 64).expect("screen").get_pixel(0, 0).0,
+            [0, 0, 255]
+        );
+        // An image whose header claims more than its rectangle is not decoded at all.
+        let bomb = {
+            let mut u = update(false, 4, 4, &[(0, 0, 4, 4, [0, 255, 0])]);
+            // The PNG's IHDR width, big-endian, after the signature (8), length and type (8).
+            let ihdr = protocol::UPDATE_HEADER_LEN + 14 + 16;
+            u[ihdr..ihdr + 4].copy_from_slice(&60_000u32.to_be_bytes());
+            u
+        };
+        assert_eq!(update_cost(&bomb[protocol::UPDATE_HEADER_LEN..], 16), None);
+        let fine = update(false, 4, 4, &[(0, 0, 4, 2, [0, 255, 0])]);
+        assert_eq!(
+            update_cost(&fine[protocol::UPDATE_HEADER_LEN..], 16),
+            Some(8)
         );
         // An oversized keyframe header is refused rather than allocated.
         let huge = {
