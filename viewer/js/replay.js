@@ -12,7 +12,7 @@ import { parseRecording, RecordingError } from './recording.js';
 
 const SKIP_MS = 5000;
 /** Updates handed to the screen (and so decoding) at once during a seek. */
-const IN_FLIGHT = 4;
+const IN_FLIGHT = 8;
 const SPEEDS = [0.5, 1, 2, 4, 8];
 
 const $ = (id) => document.getElementById(id);
@@ -131,7 +131,7 @@ export function index(rec) {
           const x = Math.round(Number(input.x));
           const y = Math.round(Number(input.y));
           const button = input.button && input.button !== 'left' ? `${input.button} ` : '';
-          add(t, 'click', who(e.by), `${button}click at ${x}, ${y}`);
+          add(t, 'click', who(e.by), `${button ? `${button}click` : 'Clicked'} at ${x}, ${y}`);
         }
         break;
       }
@@ -139,7 +139,7 @@ export function index(rec) {
         if (e.level === 'error') add(t, 'error', 'page', `Console error: ${e.text}`);
         break;
       case 'exception':
-        add(t, 'error', 'page', `Uncaught: ${e.text}`);
+        add(t, 'error', 'page', /^uncaught/i.test(String(e.text)) ? e.text : `Uncaught: ${e.text}`);
         break;
       case 'request':
         if (typeof e.id === 'string') requests.set(e.id, `${e.method ?? ''} ${e.url ?? ''}`.trim());
@@ -509,7 +509,10 @@ function buildMarkers() {
     by.textContent = m.who;
     const what = document.createElement('span');
     what.className = 'ev-what';
-    what.textContent = `${KIND_NAMES[m.kind]}: ${m.what}`;
+    const kind = document.createElement('span');
+    kind.className = 'sr-only';
+    kind.textContent = `${KIND_NAMES[m.kind]}: `;
+    what.append(kind, m.what);
     button.append(time, by, what);
     button.addEventListener('click', () => player.seek(m.t));
     li.append(button);
