@@ -523,6 +523,7 @@ async fn the_replay_page_shows_the_recorded_screen_events_and_controls() {
         assert_eq!(boxes, json!(expected_boxes), "t={t}: mask boxes");
     }
     assert!(lossy_seen > 0, "some seeks landed where tiles were lossy");
+    screenshot(&page, "desktop").await;
 
     // Markers of each kind at their times, with tooltips, and a legend.
     let s = state(&page).await;
@@ -852,6 +853,100 @@ async fn seek_time() {
         times[0],
         times[times.len() - 1]
     );
+    browser.close().await;
+    shutdown.cancel();
+}
+
+/// Saves a screenshot of the page to `$REPLAY_SCREENSHOTS/{name}.png` when that is set (for
+/// looking at the page; not a check).
+async fn screenshot(page: &Page, name: &str) {
+    let Ok(dir) = std::env::var("REPLAY_SCREENSHOTS") else {
+        return;
+    };
+    let png = page
+        .screenshot(chromiumoxide::page::ScreenshotParams::builder().build())
+        .await
+        .expect("screenshot");
+    std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_phone_the_controls_wrap_and_a_touch_on_the_timeline_seeks() {
+    use chromiumoxide::cdp::browser_protocol::input::{
+        DispatchTouchEventParams, DispatchTouchEventType, TouchPoint,
+    };
+    let rec = build(30_000);
+    let (base, shutdown) = serve(&rec.path).await;
+    let browser = ViewerBrowser::launch(390, 844).await;
+    let page = open(&browser, &base).await;
+    let loaded = ready(&page).await;
+    assert!(loaded.get("error").is_none(), "loaded: {loaded}");
+    let layout = eval(
+        &page,
+        "(() => {
+           const rect = (id) => document.getElementById(id).getBoundingClientRect();
+           const t = rect('timeline'), c = rect('screen'), p = rect('play');
+           return { width: innerWidth, scrollWidth: document.documentElement.scrollWidth,
+                    timelineWidth: t.width, timelineHeight: t.height, timelineTop: t.top, playTop: p.top,
+                    canvasWidth: c.width, canvasHeight: c.height };
+         })()",
+    )
+    .await;
+    let f = |k: &str| layout[k].as_f64().expect(k);
+    assert!(f("width") <= 500.0, "a phone-sized window: {layout}");
+    assert!(
+        f("scrollWidth") <= f("width"),
+        "nothing wider than the window: {layout}"
+    );
+    assert!(
+        f("timelineWidth") >= 0.8 * f("width"),
+        "the timeline has a row of its own: {layout}"
+    );
+    assert!(
+        f("timelineTop") > f("playTop"),
+        "controls wrapped: {layout}"
+    );
+    assert!(
+        f("timelineHeight") >= 30.0,
+        "a finger-sized timeline: {layout}"
+    );
+    assert!(
+        f("canvasWidth") >= 0.9 * f("width") && f("canvasHeight") > 150.0,
+        "the screen fits the width: {layout}"
+    );
+    screenshot(&page, "phone").await;
+
+    // A finger on the middle of the timeline, slid to three quarters, lifted: a seek to 22.5 s.
+    let at = eval(
+        &page,
+        "(() => { const r = document.getElementById('timeline').getBoundingClientRect(); return [r.left, r.width, r.top + r.height / 2]; })()",
+    )
+    .await;
+    let (left, width, y) = (
+        at[0].as_f64().expect("left"),
+        at[1].as_f64().expect("width"),
+        at[2].as_f64().expect("y"),
+    );
+    for (kind, x) in [
+        (DispatchTouchEventType::TouchStart, left + width * 0.5),
+        (DispatchTouchEventType::TouchMove, left + width * 0.6),
+        (DispatchTouchEventType::TouchMove, left + width * 0.75),
+        (DispatchTouchEventType::TouchEnd, left + width * 0.75),
+    ] {
+        let mut finger = TouchPoint::new(x, y);
+        finger.id = Some(1.0);
+        page.execute(DispatchTouchEventParams::new(kind, vec![finger]))
+            .await
+            .expect("touch event");
+    }
+    until(
+        &page,
+        "Math.abs(window.__replay.state().t - 22500) < 200 && window.__replay.state().caughtUp",
+        "replay:state",
+    )
+    .await;
+    let t = state(&page).await["t"].as_f64().expect("t") as u32;
+    assert_canvas_is_screen_at(&page, &rec, t).await;
     browser.close().await;
     shutdown.cancel();
 }
