@@ -765,6 +765,23 @@ async fn a_recording_cut_off_plays_up_to_its_cut_and_says_so() {
     )
     .await;
     assert_canvas_is_screen_at(&page, &rec, last_whole).await;
+    shutdown.cancel();
+
+    // One changed byte in a record (its CRC no longer matches): the same, from that record on.
+    let mut corrupt = rec.bytes.clone();
+    corrupt[offset + 12] ^= 0x40;
+    let bad = dir.path().join("corrupt.cbrec");
+    std::fs::write(&bad, &corrupt).expect("write");
+    let (base, shutdown) = serve(&bad).await;
+    let page = open(&browser, &base).await;
+    let loaded = ready(&page).await;
+    assert_eq!(loaded["truncated"], true, "{loaded}");
+    assert_eq!(
+        eval(&page, "window.__replay.duration").await,
+        json!(last_whole)
+    );
+    seek(&page, last_whole).await;
+    assert_canvas_is_screen_at(&page, &rec, last_whole).await;
     browser.close().await;
     shutdown.cancel();
 }
@@ -949,4 +966,144 @@ async fn on_a_phone_the_controls_wrap_and_a_touch_on_the_timeline_seeks() {
     assert_canvas_is_screen_at(&page, &rec, t).await;
     browser.close().await;
     shutdown.cancel();
+}
+
+/// A server like the main one: the replay page under another id, its data behind a bearer token,
+/// and a bug bundle. The page must send the fragment's token and save the bundle as `{id}.zip`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_sends_its_token_and_saves_the_bug_bundle() {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    const TOKEN: &str = "s3cret-Token_1";
+    const ZIP: &[u8] = b"PK\x03\x04 a bundle";
+    let rec = build(6_000);
+    let bytes = Arc::new(rec.bytes.clone());
+    let allowed = |headers: &HeaderMap| {
+        headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
+    };
+    let app = axum::Router::new()
+        .route("/replay/{id}", get(cobrowse::assets::replay_page))
+        .route(
+            "/r/rec-42/recording",
+            get(move |headers: HeaderMap| async move {
+                if allowed(&headers) {
+                    bytes.as_ref().clone().into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
+        .route(
+            "/r/rec-42/bundle",
+            get(move |headers: HeaderMap| async move {
+                if allowed(&headers) {
+                    ZIP.into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
+        .route("/{*path}", get(cobrowse::assets::static_file));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let browser = ViewerBrowser::launch(1200, 900).await;
+
+    // Without the token: refused, and the page says why.
+    let page = browser
+        .browser
+        .new_page(format!("{base}/replay/rec-42"))
+        .await
+        .expect("open");
+    let loaded = ready(&page).await;
+    assert!(loaded.get("error").is_some(), "{loaded}");
+    let detail = eval(
+        &page,
+        "document.getElementById('overlay-detail').textContent",
+    )
+    .await;
+    assert!(
+        detail.as_str().expect("text").contains("does not allow"),
+        "{detail}"
+    );
+
+    // With it: the recording plays and the bundle is saved as rec-42.zip, with the server's bytes.
+    let page = browser
+        .browser
+        .new_page(format!("{base}/replay/rec-42#token={TOKEN}"))
+        .await
+        .expect("open");
+    let loaded = ready(&page).await;
+    assert!(loaded.get("error").is_none(), "{loaded}");
+    seek(&page, 3_000).await;
+    assert_canvas_is_screen_at(&page, &rec, 3_000).await;
+    // What the page hands to the browser's download: the link's file name and its content (the
+    // blob, read here: the page's CSP lets nothing fetch it).
+    eval(
+        &page,
+        "window.__saved = new Promise(resolve => {
+           const blobs = new Map();
+           const create = URL.createObjectURL;
+           URL.createObjectURL = (blob) => { const url = create(blob); blobs.set(url, blob); return url; };
+           const click = HTMLAnchorElement.prototype.click;
+           HTMLAnchorElement.prototype.click = function () {
+             if (!this.download) return click.call(this);
+             const name = this.download;
+             blobs.get(this.href).text().then(text => resolve({ name, text }));
+           };
+         }); true",
+    )
+    .await;
+    eval(&page, "document.getElementById('bundle').click(); true").await;
+    let saved = eval(&page, "window.__saved").await;
+    assert_eq!(saved["name"], "rec-42.zip");
+    assert_eq!(saved["text"], String::from_utf8_lossy(ZIP).as_ref());
+
+    // And Chromium saves it as that file.
+    use chromiumoxide::cdp::browser_protocol::browser::{
+        DownloadProgressState, EventDownloadProgress, SetDownloadBehaviorBehavior,
+        SetDownloadBehaviorParams,
+    };
+    use futures::StreamExt;
+    let downloads = tempfile::tempdir().expect("download dir");
+    browser
+        .browser
+        .execute(
+            SetDownloadBehaviorParams::builder()
+                .behavior(SetDownloadBehaviorBehavior::Allow)
+                .download_path(downloads.path().to_string_lossy().into_owned())
+                .events_enabled(true)
+                .build()
+                .expect("download behaviour"),
+        )
+        .await
+        .expect("downloads allowed");
+    let mut progress = browser
+        .browser
+        .event_listener::<EventDownloadProgress>()
+        .await
+        .expect("download events");
+    let page = browser
+        .browser
+        .new_page(format!("{base}/replay/rec-42#token={TOKEN}"))
+        .await
+        .expect("open");
+    ready(&page).await;
+    eval(&page, "document.getElementById('bundle').click(); true").await;
+    tokio::time::timeout(support::WAIT, async {
+        while let Some(event) = progress.next().await {
+            if event.state == DownloadProgressState::Completed {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the download completes");
+    let saved = std::fs::read(downloads.path().join("rec-42.zip")).expect("rec-42.zip saved");
+    assert_eq!(saved, ZIP);
+    browser.close().await;
+    server.abort();
 }
