@@ -92,6 +92,15 @@ async fn recording(State(replay): State<Replay>) -> Response {
                     HeaderValue::from_static("application/octet-stream"),
                 ),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                // Untrusted bytes: never rendered as anything, whatever they look like.
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("sandbox; default-src 'none'"),
+                ),
             ],
             bytes,
         )
