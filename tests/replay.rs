@@ -642,6 +642,12 @@ async fn the_replay_page_shows_the_recorded_screen_events_and_controls() {
         "replay:state",
     )
     .await;
+    // Space plays and pauses, even with the focus on the events list.
+    support::viewer::key(&page, " ", "Space", 32, Some(" ")).await;
+    until(&page, "window.__replay.state().playing", "replay:state").await;
+    support::viewer::key(&page, " ", "Space", 32, Some(" ")).await;
+    until(&page, "!window.__replay.state().playing", "replay:state").await;
+    assert!(state(&page).await["t"].as_f64().expect("t") >= 17_000.0);
 
     // Play at 8× from 20 s: it reaches the end and stops there, showing the last screen.
     seek(&page, 20_000).await;

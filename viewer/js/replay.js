@@ -569,7 +569,8 @@ document.addEventListener('keydown', (e) => {
   const tag = e.target?.tagName;
   if (tag === 'SELECT' || tag === 'INPUT' || tag === 'TEXTAREA') return;
   if (e.key === ' ' || e.code === 'Space') {
-    if (tag === 'BUTTON') return; // the button's own click
+    // A toolbar button's own click; in the events list, Space still plays (Enter seeks).
+    if (tag === 'BUTTON' && !ui.list.contains(e.target)) return;
     e.preventDefault();
     toggle();
   } else if (e.key === 'ArrowLeft' || e.key === 'ArrowRight') {
