@@ -71,6 +71,11 @@ pub async fn session_page(Path(_id): Path<String>) -> Response {
     serve("session.html")
 }
 
+/// `/replay/{id}`: the replay page of a recording; it reads the recording id from its own URL.
+pub async fn replay_page(Path(_id): Path<String>) -> Response {
+    serve("replay.html")
+}
+
 pub async fn static_file(Path(path): Path<String>) -> Response {
     serve(&path)
 }
@@ -81,7 +86,7 @@ mod tests {
 
     #[test]
     fn viewer_is_embedded() {
-        for path in ["index.html", "session.html"] {
+        for path in ["index.html", "session.html", "replay.html"] {
             let body = file(path).unwrap_or_else(|| panic!("{path} embedded"));
             assert!(String::from_utf8_lossy(body).contains("<html"), "{path}");
         }

@@ -149,6 +149,39 @@ pub enum Command {
     /// Work with an audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Replay a session recording in the browser: serves FILE and the replay page locally.
+    Replay(ReplayArgs),
+}
+
+/// Address `cobrowse replay` listens on by default: loopback only (it has no authentication).
+pub const DEFAULT_REPLAY_LISTEN: &str = "127.0.0.1:8090";
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording file.
+    pub file: PathBuf,
+    /// Address to listen on; loopback only (the replay server has no authentication).
+    #[arg(long, default_value = DEFAULT_REPLAY_LISTEN)]
+    pub listen: String,
+}
+
+impl ReplayArgs {
+    /// The address to listen on, refused unless it is a loopback address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "--listen: '{}' is not an address like 127.0.0.1:8090",
+                self.listen
+            )
+        })?;
+        if !listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to serve a recording on {listen}: the replay server has no \
+                 authentication; listen on 127.0.0.1"
+            ));
+        }
+        Ok(listen)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -692,7 +725,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Serve(a) => *a,
-            Command::Audit(_) => panic!("serve expected"),
+            Command::Audit(_) | Command::Replay(_) => panic!("serve expected"),
         }
     }
 
@@ -730,6 +763,28 @@ mod tests {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn replay_listens_on_loopback_only() {
+        let replay = |extra: &[&str]| {
+            let mut argv = vec!["cobrowse", "replay", "rec.cbrec"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Replay(a) => a,
+                _ => panic!("replay expected"),
+            }
+        };
+        let default = replay(&[]);
+        assert_eq!(default.file, PathBuf::from("rec.cbrec"));
+        assert_eq!(
+            default.listen_addr().expect("loopback").to_string(),
+            DEFAULT_REPLAY_LISTEN
+        );
+        assert!(replay(&["--listen", "[::1]:9000"]).listen_addr().is_ok());
+        let public = replay(&["--listen", "0.0.0.0:8090"]).listen_addr();
+        assert!(public.expect_err("refused").contains("no authentication"));
+        assert!(replay(&["--listen", "localhost"]).listen_addr().is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cobrowse::config::{AuditCommand, Cli, Command, Config, LogFormat, EXIT_CONFIG};
+use cobrowse::config::{AuditCommand, Cli, Command, Config, LogFormat, ReplayArgs, EXIT_CONFIG};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => *args,
         Command::Audit(AuditCommand::Verify { file }) => return audit_verify(&file),
+        Command::Replay(args) => return replay(&args),
     };
     let config = match Config::from_args(args) {
         Ok(config) => config,
@@ -80,6 +81,59 @@ fn audit_verify(file: &std::path::Path) -> ExitCode {
     };
     let _ = std::io::stdout().write_all(message.as_bytes());
     code
+}
+
+/// `cobrowse replay FILE`: checks FILE is a recording (exit 64 otherwise, like a configuration
+/// error), then serves it and the replay page on a loopback address until SIGINT or SIGTERM.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    use std::io::Write;
+    let listen = match args.listen_addr() {
+        Ok(listen) => listen,
+        Err(e) => {
+            eprintln!("cobrowse: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if let Err(e) = cobrowse::recording::replay::check(&args.file) {
+        eprintln!("cobrowse: {e}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    init_tracing(LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cobrowse: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = args.file.clone();
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let address = listener.local_addr()?;
+        let line = format!(
+            "Replaying {}: open http://{address}/replay/{}\n",
+            path.display(),
+            cobrowse::recording::replay::LOCAL_ID
+        );
+        let mut out = std::io::stdout();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        cobrowse::recording::replay::serve(path, listener, shutdown).await?;
+        anyhow::Ok(())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cobrowse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/s/{id}", get(assets::session_page))
+        .route("/replay/{id}", get(assets::replay_page))
         .route("/s/{id}/check", get(ws::check))
         .route(
             "/s/{id}/files/{chooser}",
