@@ -303,3 +303,30 @@ async fn file_response(app: &AppState, rid: &str) -> Result<Response, AppError> 
     );
     Ok(response)
 }
+
+/// `GET /api/recordings/{rid}/bundle`: the bug bundle (zip).
+pub async fn api_bundle(
+    State(app): State<AppState>,
+    Path(rid): Path<String>,
+) -> Result<Response, AppError> {
+    bundle(&app, &rid).await
+}
+
+/// `GET /r/{rid}/bundle` with a replay link: the bug bundle, for the replay page's button.
+pub async fn replay_bundle(
+    State(app): State<AppState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    replay_allowed(&app, &rid, &headers)?;
+    bundle(&app, &rid).await
+}
+
+async fn bundle(app: &AppState, rid: &str) -> Result<Response, AppError> {
+    let path = store(app)?
+        .path(rid)
+        .filter(|p| p.exists())
+        .ok_or(AppError::NotFound("recording not found"))?;
+    info!(recording = %rid, "bug bundle requested");
+    Ok(crate::recording::replay::bundle_response(path, rid.to_string()).await)
+}

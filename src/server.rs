@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             get(recordings::get_one).delete(recordings::delete_one),
         )
         .route("/recordings/{rid}/file", get(recordings::api_file))
+        .route("/recordings/{rid}/bundle", get(recordings::api_bundle))
         .route(
             "/sessions/{id}/recordings",
             get(recordings::list_for_session),
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/s/{id}/downloads/{n}", get(files::download))
         .route("/s/{id}/recordings", get(recordings::owner_list))
         .route("/r/{rid}/recording", get(recordings::replay_file))
+        .route("/r/{rid}/bundle", get(recordings::replay_bundle))
         .route("/ws/{id}", get(ws::upgrade))
         .route("/{*path}", get(assets::static_file))
         .nest("/api", api)

@@ -345,18 +345,6 @@ fn order_session(site: &TestSite, submit: bool, final_url: Option<&str>) -> Sess
     s
 }
 
-fn unzip(zip: &[u8]) -> HashMap<String, Vec<u8>> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).expect("a zip");
-    (0..archive.len())
-        .map(|i| {
-            let mut f = archive.by_index(i).expect("entry");
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).expect("entry reads");
-            (f.name().to_string(), data)
-        })
-        .collect()
-}
-
 fn text(files: &HashMap<String, Vec<u8>>, name: &str) -> String {
     String::from_utf8(
         files
@@ -367,45 +355,9 @@ fn text(files: &HashMap<String, Vec<u8>>, name: &str) -> String {
     .expect("utf-8")
 }
 
-fn harness() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/playwright")
-}
-
-/// Runs `spec` with the harness's Playwright and config; returns (success, output).
+/// Runs `spec` with the harness; the masked password comes from COBROWSE_MASKED_TEXT.
 async fn run_playwright(spec: &str) -> (bool, String) {
-    let harness = harness();
-    assert!(
-        harness.join("node_modules/@playwright/test").is_dir(),
-        "the Playwright harness is not installed: run scripts/install-deps.sh"
-    );
-    let runs = harness.join("runs");
-    std::fs::create_dir_all(&runs).expect("runs dir");
-    // Below the harness, so that `@playwright/test` resolves from its node_modules.
-    let dir = tempfile::Builder::new()
-        .prefix("bundle-")
-        .tempdir_in(&runs)
-        .expect("temp dir");
-    std::fs::write(dir.path().join("repro.spec.ts"), spec).expect("write spec");
-    let mut command = tokio::process::Command::new("npx");
-    command
-        .args(["--no-install", "playwright", "test", "--config"])
-        .arg(harness.join("playwright.config.ts"))
-        .current_dir(&harness)
-        .env("COBROWSE_SPEC_DIR", dir.path())
-        .env("COBROWSE_MASKED_TEXT", PASSWORD)
-        .env("COBROWSE_CHROMIUM", support::chromium())
-        .env("CI", "1")
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(PLAYWRIGHT_LIMIT, command.output())
-        .await
-        .expect("Playwright finishes in time")
-        .expect("npx runs");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    support::playwright::run(spec, PASSWORD).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +369,7 @@ async fn a_bundle_holds_the_session_and_its_script_replays_the_order() {
     assert_eq!(rec.skipped, 0);
     assert!(!rec.truncated);
 
-    let files = unzip(&bundle(&rec).expect("bundle"));
+    let files = support::playwright::unzip(&bundle(&rec).expect("bundle"));
     let mut names: Vec<&str> = files.keys().map(String::as_str).collect();
     names.sort_unstable();
     assert_eq!(

@@ -151,6 +151,19 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     owner.press("Tab", "Tab", 9, 0).await;
     site.report_where(|r| r["type"] == "change" && r["name"] == "email")
         .await;
+    // A <select> popup (drawn by the viewer) and a checkbox.
+    let (x, y) = at(&layout, "size");
+    owner.click(x, y).await;
+    let popup = owner.next_json("select").await;
+    owner
+        .send(json!({ "t": "choose", "id": popup["id"], "index": 2 }))
+        .await;
+    site.report_where(|r| r["type"] == "change" && r["name"] == "size")
+        .await;
+    let (x, y) = at(&layout, "gift");
+    owner.click(x, y).await;
+    site.report_where(|r| r["type"] == "change" && r["name"] == "gift")
+        .await;
     checkpoint!();
 
     // A password: its keys are never in the file, and its pixels are masked.
@@ -201,6 +214,11 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     viewer.json_where("recording", |m| m["on"] == false).await;
 
     let (rid, bytes) = the_recording(&server, &id).await;
+    let (status, head, zip) = server
+        .http
+        .raw_bytes("GET", &format!("/api/recordings/{rid}/bundle"), &[], None)
+        .await;
+    assert_eq!(status, 200, "{head}");
     assert!(
         !bytes.windows(7).any(|w| w == b"hunter2"),
         "the password typed is nowhere in the file"
@@ -303,7 +321,46 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     // Times only grow, and a keyframe starts the file.
     let times: Vec<u32> = rec.events.iter().map(|(t, _)| *t).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
-    assert!(rec.screen_at(0).is_some() || rec.screen_at(checkpoints[0].0).is_some());
+    assert!(rec.updates.first().is_some_and(|u| u.keyframe));
+
+    // The bug bundle: the evidence, and a script that replays the session elsewhere.
+    let files = playwright::unzip(&zip);
+    assert_eq!(files["recording.cbrec"], rec.bytes());
+    let text = |name: &str| String::from_utf8(files[name].clone()).expect("utf-8");
+    assert!(text("console.log").contains("order form: something broke"));
+    assert!(text("console.log").contains("order form exploded"));
+    let har: Value = serde_json::from_str(&text("network.har")).expect("HAR is JSON");
+    let entries = har["log"]["entries"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["request"]["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/missing.json"))
+        && e["response"]["status"] == 404));
+    let urls = text("urls.txt");
+    assert!(
+        urls.lines().any(|u| u.ends_with("/form")) && urls.contains("/thanks?"),
+        "{urls}"
+    );
+    let last = &checkpoints.last().expect("checkpoints").2;
+    let final_png = image::load_from_memory(&files["final.png"])
+        .expect("PNG")
+        .to_rgb8();
+    assert_eq!(
+        differing_pixels(&final_png, last),
+        0,
+        "final.png is the last screen"
+    );
+    // Run against the same site with Playwright and Debian's Chromium, the script submits the
+    // same order (the password comes from the environment: the recording never had it).
+    let spec = text("repro.spec.ts");
+    assert!(!spec.contains("hunter2"));
+    site.drain();
+    let (ok, output) = playwright::run(&spec, "hunter2").await;
+    assert!(ok, "the script replays the session:\n{spec}\n{output}");
+    let replayed = site.report_of("submitted").await;
+    assert_eq!(
+        replayed["query"], submitted["query"],
+        "same form values, same URL"
+    );
 
     server.stop().await;
 }

@@ -23,9 +23,6 @@ use super::format::{self, FormatError, Kind};
 /// The recording id the page is served under.
 pub const LOCAL_ID: &str = "local";
 
-/// What `/r/local/bundle` answers until bug bundles can be built here.
-pub const BUNDLE_UNAVAILABLE: &str = "bug bundles are built by the server; see docs/recording.md";
-
 /// Bytes read to check a file: the header and, well within it, the `Meta` record.
 const CHECK_BYTES: u64 = 1024 * 1024;
 
@@ -115,13 +112,48 @@ async fn recording(State(replay): State<Replay>) -> Response {
 
 /// The bug bundle of the recording.
 async fn bundle(State(replay): State<Replay>) -> Response {
-    build_bundle(replay.path.as_path())
+    bundle_response(replay.path.as_path().to_path_buf(), LOCAL_ID.to_string()).await
 }
 
-/// BUNDLE CALL SITE: replace this body with the call to `recording::bundle` once it exists,
-/// answering its zip (`application/zip`) or its error.
-fn build_bundle(_path: &Path) -> Response {
-    (StatusCode::NOT_IMPLEMENTED, BUNDLE_UNAVAILABLE).into_response()
+/// The bug bundle of the recording file at `path`, as a zip attachment named `{id}.zip`. Built
+/// on the blocking pool (it decodes the whole screen stream for the final screenshot); a file
+/// that is not a recording answers 422, a missing one 404.
+pub async fn bundle_response(path: PathBuf, id: String) -> Response {
+    let built = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))?;
+        let rec = super::read::Recording::parse(bytes)
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        super::bundle::bundle(&rec).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await;
+    match built {
+        Ok(Ok(zip)) => {
+            let disposition = format!("attachment; filename=\"{id}.zip\"");
+            let mut response = zip.into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/zip"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            response
+        }
+        Ok(Err((status, message))) => {
+            tracing::info!(%status, error = %message, "bug bundle not built");
+            (status, format!("cannot build the bug bundle: {message}")).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "bug bundle task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 #[cfg(test)]
