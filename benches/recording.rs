@@ -101,7 +101,11 @@ async fn round(
             }
             Work::Scrolling => {
                 // 20 ticks down, 20 up, and again.
-                let dy = if (i / 20) % 2 == 0 { TICK_PX } else { -TICK_PX };
+                let dy = if (i / 20).is_multiple_of(2) {
+                    TICK_PX
+                } else {
+                    -TICK_PX
+                };
                 actor
                     .send(json!({ "t": "wheel", "x": 400.0, "y": 300.0, "dx": 0.0, "dy": dy, "mods": 0 }))
                     .await;

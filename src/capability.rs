@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn replay_links_verify_for_their_recording_only_until_they_expire() {
-        let secret = Secret::new(vec![7; 32]).unwrap();
+        let secret = Secret::new(vec![7; 32]).expect("a 32-byte secret");
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let token = mint_replay(&secret, "rec_1", 2_000);
         assert_eq!(verify_replay(&secret, &token, "rec_1", now), Ok(()));
@@ -364,7 +364,7 @@ mod tests {
             },
         );
         assert!(verify_replay(&secret, &join, "rec_1", now).is_err());
-        let other = Secret::new(vec![8; 32]).unwrap();
+        let other = Secret::new(vec![8; 32]).expect("a 32-byte secret");
         assert_eq!(
             verify_replay(&other, &token, "rec_1", now),
             Err(TokenError::BadSignature)

@@ -6,9 +6,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use cobrowse::encode::{self, Quality};
 use cobrowse::protocol::{self, flags, UpdateHeader};
@@ -24,8 +21,6 @@ use support::TestSite;
 /// What the participants typed into the password field; the recording holds only "•"s, so the
 /// script types it from COBROWSE_MASKED_TEXT.
 const PASSWORD: &str = "hunter2";
-/// Upper bound for one Playwright run (a failure, not a synchronisation).
-const PLAYWRIGHT_LIMIT: Duration = Duration::from_secs(180);
 
 fn alice() -> Actor {
     Actor {

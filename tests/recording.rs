@@ -672,3 +672,102 @@ async fn the_api_lists_serves_and_deletes_recordings_and_retention_removes_old_o
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_records_from_the_viewer_and_everyone_sees_it_and_the_link_replays_it() {
+    use support::viewer::{
+        canvas_pixels, click_element, eval, until, ViewerBrowser, JPEG_DECODER_ROUNDING,
+    };
+    let mut site = TestSite::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = recording_server(&site, dir.path()).await;
+    let (id, links) = server.create_session(&site.url("/form")).await;
+    site.report_of("layout").await;
+    let browser = ViewerBrowser::launch(1400, 1000).await;
+    let owner = browser.open(&server.join_link(&id, &links.owner)).await;
+    let guest = browser.open(&server.join_link(&id, &links.viewer)).await;
+    assert_eq!(
+        eval(&guest, "document.getElementById('recording-row').hidden").await,
+        true,
+        "only the owner has the recording controls"
+    );
+    assert_eq!(
+        eval(&guest, "document.getElementById('rec-state').hidden").await,
+        true
+    );
+
+    // Share → Start recording.
+    eval(&owner, "document.getElementById('share').open = true; true").await;
+    click_element(&owner, "record-toggle").await;
+    until(
+        &guest,
+        "!document.getElementById('rec-state').hidden",
+        "cobrowse:recording",
+    )
+    .await;
+    let title = eval(&guest, "document.getElementById('rec-state').title").await;
+    assert!(
+        title.as_str().expect("title").contains("being recorded"),
+        "{title}"
+    );
+    until(
+        &owner,
+        "window.cobrowse.recordings.length === 1 && window.cobrowse.recordings[0].active",
+        "cobrowse:recordings",
+    )
+    .await;
+    // Stop recording: the badge goes, the list offers a replay link.
+    click_element(&owner, "record-toggle").await;
+    until(
+        &guest,
+        "document.getElementById('rec-state').hidden",
+        "cobrowse:recording",
+    )
+    .await;
+    until(
+        &owner,
+        "window.cobrowse.recordings.length === 1 && !window.cobrowse.recordings[0].active",
+        "cobrowse:recordings",
+    )
+    .await;
+    let href = eval(&owner, "document.querySelector('#recordings-list a').href").await;
+    let href = href.as_str().expect("replay link").to_string();
+    assert!(
+        href.contains("/replay/") && href.contains("#token=rp1."),
+        "{href}"
+    );
+
+    // The link plays the recording without an API key, and its last screen is the session's.
+    let (_, masked) = server.screenshot_of(&id, true).await;
+    let replay = browser
+        .browser
+        .new_page(href)
+        .await
+        .expect("open the replay link");
+    let loaded = eval(&replay, "window.__replay.ready").await;
+    assert_eq!(loaded["truncated"], false, "{loaded}");
+    assert!(
+        loaded["updates"].as_u64().expect("updates") >= 1,
+        "{loaded}"
+    );
+    eval(
+        &replay,
+        "window.__replay.seek(window.__replay.duration).then(() => true)",
+    )
+    .await;
+    let canvas = canvas_pixels(&replay).await;
+    let worst = canvas
+        .as_raw()
+        .iter()
+        .zip(masked.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(u8::MAX);
+    assert_eq!(canvas.dimensions(), masked.dimensions());
+    assert!(
+        worst <= JPEG_DECODER_ROUNDING,
+        "the replayed screen is the session's (up to JPEG decoder rounding): off by {worst}"
+    );
+    browser.close().await;
+    server.stop().await;
+}

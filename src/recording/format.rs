@@ -231,9 +231,9 @@ mod tests {
 
     fn file(records: &[(Kind, u32, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_header(&mut out).unwrap();
+        write_header(&mut out).expect("test value");
         for (kind, t, payload) in records {
-            write_record(&mut out, *kind, *t, payload).unwrap();
+            write_record(&mut out, *kind, *t, payload).expect("test value");
         }
         out
     }
@@ -245,7 +245,7 @@ mod tests {
             (Kind::Update, 17, &[2, 1, 0, 0]),
             (Kind::Event, 4_000_000, b"{\"type\":\"x\"}"),
         ]);
-        let (records, end) = read_all(&bytes[..]).unwrap();
+        let (records, end) = read_all(&bytes[..]).expect("test value");
         assert_eq!(end, End::Clean);
         assert_eq!(records.len(), 3);
         assert_eq!(records[1].kind, Kind::Update);
@@ -264,7 +264,7 @@ mod tests {
         let first = FILE_HEADER_LEN + RECORD_OVERHEAD + 7;
         let second = first + RECORD_OVERHEAD + 7;
         for cut in FILE_HEADER_LEN..bytes.len() {
-            let (records, end) = read_all(&bytes[..cut]).unwrap();
+            let (records, end) = read_all(&bytes[..cut]).expect("test value");
             let whole = [first, second].iter().filter(|&&b| b <= cut).count();
             assert_eq!(records.len(), whole, "cut at {cut}");
             let expected = if cut == FILE_HEADER_LEN || cut == first || cut == second {
@@ -281,7 +281,7 @@ mod tests {
         let mut bytes = file(&[(Kind::Meta, 0, b"{}"), (Kind::Event, 5, b"{\"b\":2}")]);
         let second = FILE_HEADER_LEN + RECORD_OVERHEAD + 2;
         bytes[second + 10] ^= 0x20;
-        let (records, end) = read_all(&bytes[..]).unwrap();
+        let (records, end) = read_all(&bytes[..]).expect("test value");
         assert_eq!(records.len(), 1);
         assert_eq!(end, End::Truncated);
     }
@@ -300,6 +300,9 @@ mod tests {
             b.extend_from_slice(&u32::MAX.to_le_bytes());
             b
         };
-        assert_eq!(read_all(&oversized[..]).unwrap().1, End::Truncated);
+        assert_eq!(
+            read_all(&oversized[..]).expect("test value").1,
+            End::Truncated
+        );
     }
 }

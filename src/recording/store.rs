@@ -198,18 +198,19 @@ mod tests {
     }
 
     fn write(store: &Store, m: &Meta) {
-        let mut f = std::fs::File::create(store.path(&m.id).unwrap()).unwrap();
-        write_start(&mut f, m).unwrap();
+        let mut f =
+            std::fs::File::create(store.path(&m.id).expect("test value")).expect("test value");
+        write_start(&mut f, m).expect("test value");
     }
 
     #[test]
     fn lists_reads_and_deletes_recordings() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("recordings"), None).unwrap();
+        let dir = tempfile::tempdir().expect("test value");
+        let store = Store::open(dir.path().join("recordings"), None).expect("test value");
         write(&store, &meta("s1-a", "s1", 1000));
         write(&store, &meta("s2-b", "s2", 2000));
-        std::fs::write(store.dir().join("junk.cbrec"), b"not a recording").unwrap();
-        std::fs::write(store.dir().join("notes.txt"), b"x").unwrap();
+        std::fs::write(store.dir().join("junk.cbrec"), b"not a recording").expect("test value");
+        std::fs::write(store.dir().join("notes.txt"), b"x").expect("test value");
         let all = store.list(None);
         assert_eq!(
             all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -217,33 +218,34 @@ mod tests {
         );
         assert!(all[0].bytes > 0);
         assert_eq!(store.list(Some("s1")).len(), 1);
-        assert_eq!(store.info("s1-a").unwrap().session, "s1");
-        assert!(store.delete("s1-a").unwrap());
-        assert!(!store.delete("s1-a").unwrap());
+        assert_eq!(store.info("s1-a").expect("test value").session, "s1");
+        assert!(store.delete("s1-a").expect("test value"));
+        assert!(!store.delete("s1-a").expect("test value"));
         assert!(store.info("s1-a").is_none());
     }
 
     #[test]
     fn ids_cannot_leave_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().to_path_buf(), None).unwrap();
+        let dir = tempfile::tempdir().expect("test value");
+        let store = Store::open(dir.path().to_path_buf(), None).expect("test value");
         for bad in ["", "../x", "a/b", "a.b", "x\0", &"a".repeat(101)] {
             assert!(store.path(bad).is_none(), "{bad:?}");
-            assert!(!store.delete(bad).unwrap());
+            assert!(!store.delete(bad).expect("test value"));
         }
     }
 
     #[test]
     fn sweep_deletes_only_old_inactive_recordings() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().into(), Some(Duration::from_secs(3600))).unwrap();
+        let dir = tempfile::tempdir().expect("test value");
+        let store =
+            Store::open(dir.path().into(), Some(Duration::from_secs(3600))).expect("test value");
         write(&store, &meta("old", "s", 1));
         write(&store, &meta("busy", "s", 1));
         let in_two_hours = SystemTime::now() + Duration::from_secs(7200);
         assert!(store.sweep(SystemTime::now(), &[]).is_empty());
         assert_eq!(store.sweep(in_two_hours, &["busy".into()]), ["old"]);
         assert_eq!(store.list(None).len(), 1);
-        let keep = Store::open(dir.path().into(), None).unwrap();
+        let keep = Store::open(dir.path().into(), None).expect("test value");
         assert!(keep.sweep(in_two_hours, &[]).is_empty());
     }
 }
