@@ -256,6 +256,10 @@ struct RawReport {
     overflow: bool,
     #[serde(default)]
     focus: bool,
+    /// Counts the page's focus moves; only its change matters (a report arrives with each move,
+    /// which tells the recorder where the focus went after a press).
+    #[serde(default, rename = "focusSeq")]
+    _focus_seq: u64,
 }
 
 /// Coordinates beyond this (CSS px) are refused: no page is that large, and it keeps the
@@ -690,8 +694,8 @@ mod tests {
         assert!(parse_report(&payload).is_err());
         let huge = format!(r#"{{"rects":[],"scroll":[0,0]{}}}"#, " ".repeat(MAX_REPORT));
         assert!(parse_report(&huge).is_err());
-        let g =
-            parse_report(r#"{"rects":[[1,2,3,4,7]],"scroll":[0,5],"focus":true}"#).expect("valid");
+        let g = parse_report(r#"{"rects":[[1,2,3,4,7]],"scroll":[0,5],"focus":true,"focusSeq":3}"#)
+            .expect("valid, with the page script's focus counter");
         assert!(g.focus);
         assert_eq!(g.rects[0].anchor, Anchor::Both, "unknown anchors: both");
     }
