@@ -14,6 +14,16 @@ export class MaskOverlay {
     this.#layer = layer;
     this.#canvas = canvas;
     new ResizeObserver(() => this.#place()).observe(canvas);
+    // The first paint (and a page size change) sets the canvas's own size without always
+    // changing its box: boxes placed for the old size are placed again.
+    let size = '';
+    window.addEventListener('cobrowse:paint', () => {
+      const now = `${canvas.width}x${canvas.height}`;
+      if (now !== size) {
+        size = now;
+        this.#place();
+      }
+    });
     // A pinch zoom moves the canvas without resizing it; the zoom announces it as a resize.
     window.addEventListener('resize', () => this.#place());
   }
