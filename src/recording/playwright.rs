@@ -691,7 +691,9 @@ fn find_target(events: &[(u32, Event)], p: &Press, used: &mut [bool]) -> Option<
     None
 }
 
-/// A `choose` (an option of a select popup): the value from the select's next `field` event.
+/// A `choose` (an option of a select popup): the value from the select's `field` event, the
+/// next one within `CHOOSE_WINDOW_MS`, else the one just before (the page's change report can
+/// reach the recording before the participant's `choose` does: the page acted on it first).
 fn choose_step(
     events: &[(u32, Event)],
     index: usize,
@@ -699,32 +701,54 @@ fn choose_step(
     last_select: Option<&str>,
     option: Option<u32>,
 ) -> Step {
-    for (ft, event) in events.iter().skip(index + 1) {
-        if *ft > t.saturating_add(CHOOSE_WINDOW_MS) {
-            break;
-        }
-        if let Event::Field {
+    let select_value = |event: &Event| match event {
+        Event::Field {
             selector,
             tag,
             value: Some(value),
             ..
-        } = event
-        {
-            if tag != "select" {
-                continue;
-            }
-            if let Some(selector) = selector.as_deref().or(last_select) {
-                return Step::Select {
-                    selector: selector.to_string(),
-                    value: value.clone(),
-                };
-            }
-        }
-    }
-    Step::Note(format!(
-        "chose option {} of a select, but no value was recorded for it: not reproduced",
-        option.map_or_else(|| "?".to_string(), |i| format!("#{i}"))
-    ))
+        } if tag == "select" => selector
+            .as_deref()
+            .or(last_select)
+            .map(|selector| Step::Select {
+                selector: selector.to_string(),
+                value: value.clone(),
+            }),
+        _ => None,
+    };
+    let after = events
+        .iter()
+        .skip(index + 1)
+        .take_while(|(ft, _)| *ft <= t.saturating_add(CHOOSE_WINDOW_MS))
+        .find_map(|(_, e)| select_value(e));
+    let is_choose = |e: &Event| matches!(e, Event::Action { action, .. } if action == "choose");
+    // A field event just before, unless an earlier `choose` (within the window before it) owns it.
+    let before = || {
+        let head = &events[..index.min(events.len())];
+        head.iter()
+            .enumerate()
+            .rev()
+            .take_while(|(_, (ft, _))| ft.saturating_add(CHOOSE_WINDOW_MS) >= t)
+            .take_while(|(_, (_, e))| !is_choose(e))
+            .find_map(|(j, (ft, e))| {
+                let owned = head[..j]
+                    .iter()
+                    .rev()
+                    .take_while(|(ct, _)| ct.saturating_add(CHOOSE_WINDOW_MS) >= *ft)
+                    .any(|(_, c)| is_choose(c));
+                if owned {
+                    None
+                } else {
+                    select_value(e)
+                }
+            })
+    };
+    after.or_else(before).unwrap_or_else(|| {
+        Step::Note(format!(
+            "chose option {} of a select, but no value was recorded for it: not reproduced",
+            option.map_or_else(|| "?".to_string(), |i| format!("#{i}"))
+        ))
+    })
 }
 
 fn modifier_names(modifiers: u8) -> Vec<&'static str> {
@@ -1054,6 +1078,26 @@ mod tests {
         );
         assert!(s.contains("// uploaded files: not reproduced"), "{s}");
         assert!(s.contains("// 2 key(s) typed into a masked field"), "{s}");
+    }
+
+    #[test]
+    fn a_select_change_reported_before_its_choose_still_gives_the_value() {
+        let mut choose = action("choose");
+        if let Event::Action { index, .. } = &mut choose {
+            *index = Some(2);
+        }
+        let s = script_of(vec![
+            mouse("pressed", 20.0, 20.0, Button::Left, 1),
+            target(20.0, 20.0, Some("#size"), "select"),
+            mouse("released", 20.0, 20.0, Button::Left, 1),
+            field("#size", "select", "", Some("large"), None),
+            choose,
+        ]);
+        assert!(
+            code(&s)
+                .contains(&"await page.locator(\"#size\").selectOption(\"large\");".to_string()),
+            "{s}"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod masking;
 mod recording;
 pub use driver::POLL_EVERY;
 use driver::{run_screen, Driver};
-pub use recording::{system_actor, RecordError, RecordingStatus, KEYFRAME_EVERY};
+pub use recording::{system_actor, RecordError, RecordingStatus, KEYFRAME_MAX_GAP};
 
 /// Input events queued between the participants and the browser. A full queue makes the sending
 /// participant's reader wait (backpressure on that participant), it never drops input.

@@ -30,8 +30,13 @@ use crate::recording::store::{self, Store};
 
 /// Events waiting for the recorder; beyond this they are dropped (and counted).
 const EVENT_QUEUE: usize = 4096;
-/// A keyframe is written this often while the screen changes (seeking starts from one).
-pub const KEYFRAME_EVERY: Duration = Duration::from_secs(5);
+/// Keyframes (seeking starts from one): after a change, a new one is written once the updates
+/// since the last one weigh as much as it did (a seek then never applies more than about one
+/// keyframe's worth of updates), but not sooner than `KEYFRAME_MIN_GAP`; and at the latest
+/// `KEYFRAME_MAX_GAP` after the last one. Typing makes a keyframe a minute, scrolling one every
+/// few seconds.
+const KEYFRAME_MIN_GAP: Duration = Duration::from_secs(5);
+pub const KEYFRAME_MAX_GAP: Duration = Duration::from_secs(60);
 /// Written data reaches the file (the OS) at least this often: what a crash can lose.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The file's write buffer.
@@ -178,7 +183,7 @@ impl SessionHandle {
             viewport: [viewport.width, viewport.height],
             scale: self.scale(),
             masked: true,
-            keyframe_every_ms: KEYFRAME_EVERY.as_millis() as u32,
+            keyframe_every_ms: KEYFRAME_MAX_GAP.as_millis() as u32,
             server: env!("CARGO_PKG_VERSION").to_string(),
         };
         // Created here, synchronously, so that a failure is the caller's answer.
@@ -463,7 +468,19 @@ async fn run_recorder(
     let result = record_loop(&session, &mut w, head, started, &mut queued, &stop).await;
     // Whatever ended it, what was queued and the file's tail are written out.
     let mut end = async {
+        let mut stopped = false;
         while let Ok((t, event)) = queued.try_recv() {
+            stopped |= matches!(&event, Event::Recording { state, .. } if state == "stopped");
+            w.event(t, &event).await?;
+        }
+        // The session ended before anyone stopped the recording: the server did.
+        if !stopped {
+            let t = started.elapsed().as_millis() as u32;
+            let by = system_actor("server");
+            let event = Event::Recording {
+                state: "stopped".into(),
+                by,
+            };
             w.event(t, &event).await?;
         }
         w.flush().await?;
@@ -505,12 +522,24 @@ async fn record_loop(
     let mut pacer = Pacer::new(Instant::now());
     let mut masks_written: Option<Arc<[crate::tiles::PixelRect]>> = None;
     let mut last_keyframe = Instant::now();
+    // Whether the screen changed since the last keyframe, what those updates weighed, and what
+    // the last keyframe did.
     let mut since_keyframe = false;
+    let mut bytes_since = 0usize;
+    let mut keyframe_bytes = usize::MAX;
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     let ms = |at: Instant| at.saturating_duration_since(started).as_millis() as u32;
     loop {
         let latest = screen.borrow_and_update().clone();
-        if since_keyframe && last_keyframe.elapsed() >= KEYFRAME_EVERY {
+        let keyframe_due = since_keyframe.then(|| {
+            last_keyframe
+                + if bytes_since >= keyframe_bytes {
+                    KEYFRAME_MIN_GAP
+                } else {
+                    KEYFRAME_MAX_GAP
+                }
+        });
+        if keyframe_due.is_some_and(|due| Instant::now() >= due) {
             pacer.resync();
             since_keyframe = false;
         }
@@ -547,14 +576,16 @@ async fn record_loop(
                 pacer.acked(number, now);
                 if plan.keyframe {
                     last_keyframe = now;
+                    keyframe_bytes = message.len();
+                    bytes_since = 0;
                     w.flush().await?;
                 } else {
                     since_keyframe = true;
+                    bytes_since += message.len();
                 }
                 continue;
             }
         }
-        let keyframe_due = since_keyframe.then(|| last_keyframe + KEYFRAME_EVERY);
         let settle = latest.as_ref().and_then(|s| pacer.settle_at(s));
         let wake = match (keyframe_due, settle) {
             (Some(a), Some(b)) => Some(a.min(b)),
