@@ -57,14 +57,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// One round: a fresh session on the workload's page, one viewer acknowledging every update on
 /// arrival (as a fast viewer does; it does not decode, so this process's CPU is the server's),
-/// and the workload for `seconds`. Returns (CPU seconds used, recording bytes).
+/// and the workload for `seconds`. Returns (CPU seconds used, recording bytes, keyframes and
+/// their bytes).
 async fn round(
     server: &TestServer,
     site: &TestSite,
     work: Work,
     record: bool,
     seconds: u64,
-) -> (f64, u64) {
+) -> (f64, u64, (usize, u64)) {
     let (id, links) = server
         .create_session_with(json!({ "url": site.url(work.path()), "record": record }))
         .await;
@@ -118,7 +119,7 @@ async fn round(
         i += 1;
     }
     let cpu = support::cpu_seconds() - cpu0;
-    let mut bytes = 0;
+    let (mut bytes, mut keyframes) = (0, (0, 0));
     if record {
         let (status, body) = server
             .http
@@ -133,7 +134,18 @@ async fn round(
             .http
             .request("GET", &format!("/api/sessions/{id}/recordings"), None)
             .await;
-        bytes = list["recordings"][0]["bytes"].as_u64().unwrap_or(0);
+        let rid = list["recordings"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (_, _, file) = server
+            .http
+            .raw_bytes("GET", &format!("/api/recordings/{rid}/file"), &[], None)
+            .await;
+        bytes = file.len() as u64;
+        let rec = cobrowse::recording::read::Recording::parse(file).expect("a recording");
+        let kf: Vec<_> = rec.updates.iter().filter(|u| u.keyframe).collect();
+        keyframes = (kf.len(), kf.iter().map(|u| u.range.len() as u64).sum());
     }
     stop.cancel();
     let _ = reader.await;
@@ -142,7 +154,7 @@ async fn round(
         .request("DELETE", &format!("/api/sessions/{id}"), None)
         .await;
     assert_eq!(status, 204);
-    (cpu, bytes)
+    (cpu, bytes, keyframes)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +175,10 @@ async fn main() {
     for work in [Work::Typing, Work::Scrolling, Work::Animation] {
         let (mut off, mut on, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let (cpu, _) = round(&server, &site, work, false, seconds).await;
+            let (cpu, _, _) = round(&server, &site, work, false, seconds).await;
             off.push(cpu / seconds as f64 * 100.0);
-            let (cpu, bytes) = round(&server, &site, work, true, seconds).await;
+            let (cpu, bytes, (kf, kf_bytes)) = round(&server, &site, work, true, seconds).await;
+            eprintln!("{work:?}: {kf} keyframes, {kf_bytes} bytes of {bytes}");
             on.push(cpu / seconds as f64 * 100.0);
             sizes.push(bytes as f64 / seconds as f64 * 60.0 / 1e6);
             eprintln!(
