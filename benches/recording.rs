@@ -130,18 +130,7 @@ async fn round(
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        let (_, list) = server
-            .http
-            .request("GET", &format!("/api/sessions/{id}/recordings"), None)
-            .await;
-        let rid = list["recordings"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let (_, _, file) = server
-            .http
-            .raw_bytes("GET", &format!("/api/recordings/{rid}/file"), &[], None)
-            .await;
+        let (_, file) = server.recording_file(&id).await;
         bytes = file.len() as u64;
         let rec = cobrowse::recording::read::Recording::parse(file).expect("a recording");
         let kf: Vec<_> = rec.updates.iter().filter(|u| u.keyframe).collect();

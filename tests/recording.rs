@@ -44,7 +44,7 @@ async fn recording_reaches(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, bytes) = the_recording(server, session).await;
+        let (_, bytes) = server.recording_file(session).await;
         let rec = Recording::parse(bytes).expect("readable while written");
         let differ = rec
             .screen_at(rec.duration_ms())
@@ -64,24 +64,6 @@ async fn recording_reaches(
         // The recorder flushes every second: nothing to wait on but the file itself.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The recording file of `session`'s only recording, through the API.
-async fn the_recording(server: &TestServer, session: &str) -> (String, Vec<u8>) {
-    let (status, list) = server
-        .http
-        .request("GET", &format!("/api/sessions/{session}/recordings"), None)
-        .await;
-    assert_eq!(status, 200, "{list}");
-    let recordings = list["recordings"].as_array().expect("recordings");
-    assert_eq!(recordings.len(), 1, "{list}");
-    let id = recordings[0]["id"].as_str().expect("id").to_string();
-    let (status, head, bytes) = server
-        .http
-        .raw_bytes("GET", &format!("/api/recordings/{id}/file"), &[], None)
-        .await;
-    assert_eq!(status, 200, "{head}");
-    (id, bytes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +210,7 @@ async fn a_recorded_session_replays_to_the_screens_viewers_had_with_every_event(
     owner.send(json!({ "t": "record", "on": false })).await;
     viewer.json_where("recording", |m| m["on"] == false).await;
 
-    let (rid, bytes) = the_recording(&server, &id).await;
+    let (rid, bytes) = server.recording_file(&id).await;
     let (status, head, zip) = server
         .http
         .raw_bytes("GET", &format!("/api/recordings/{rid}/bundle"), &[], None)

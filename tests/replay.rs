@@ -466,6 +466,40 @@ async fn assert_canvas_is_screen_at(page: &Page, rec: &Synthetic, t: u32) -> (us
     (exact_tiles, lossy.len())
 }
 
+/// From now on, what the page hands to the browser's download (a link with `download`) is kept
+/// for [`saved`]: its file name and the blob's bytes (read here: the page's CSP lets nothing
+/// fetch the blob).
+async fn capture_saves(page: &Page) {
+    eval(
+        page,
+        "window.__saved = new Promise(resolve => {
+           const blobs = new Map();
+           const create = URL.createObjectURL;
+           URL.createObjectURL = (blob) => { const url = create(blob); blobs.set(url, blob); return url; };
+           const click = HTMLAnchorElement.prototype.click;
+           HTMLAnchorElement.prototype.click = function () {
+             if (!this.download) return click.call(this);
+             const name = this.download;
+             const reader = new FileReader();
+             reader.onload = () => resolve({ name, base64: String(reader.result).split(',')[1] });
+             reader.readAsDataURL(blobs.get(this.href));
+           };
+         }); true",
+    )
+    .await;
+}
+
+/// The first file the page saved since [`capture_saves`]: (name, bytes).
+async fn saved(page: &Page) -> (String, Vec<u8>) {
+    let saved = eval(page, "window.__saved").await;
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        saved["base64"].as_str().expect("base64"),
+    )
+    .expect("base64");
+    (saved["name"].as_str().expect("name").to_string(), bytes)
+}
+
 async fn seek(page: &Page, t: u32) {
     eval(page, &format!("window.__replay.seek({t}).then(() => true)")).await;
 }
@@ -690,31 +724,10 @@ async fn the_replay_page_shows_the_recorded_screen_events_and_controls() {
 
     // `cobrowse replay` builds the bug bundle from the file: the page saves it as local.zip, a
     // zip that holds the recording itself.
-    eval(
-        &page,
-        "window.__saved = new Promise(resolve => {
-           const blobs = new Map();
-           const create = URL.createObjectURL;
-           URL.createObjectURL = (blob) => { const url = create(blob); blobs.set(url, blob); return url; };
-           const click = HTMLAnchorElement.prototype.click;
-           HTMLAnchorElement.prototype.click = function () {
-             if (!this.download) return click.call(this);
-             const name = this.download;
-             const reader = new FileReader();
-             reader.onload = () => resolve({ name, base64: String(reader.result).split(',')[1] });
-             reader.readAsDataURL(blobs.get(this.href));
-           };
-         }); true",
-    )
-    .await;
+    capture_saves(&page).await;
     eval(&page, "document.getElementById('bundle').click(); true").await;
-    let saved = eval(&page, "window.__saved").await;
-    assert_eq!(saved["name"], "local.zip");
-    let zip = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        saved["base64"].as_str().expect("base64"),
-    )
-    .expect("base64");
+    let (name, zip) = saved(&page).await;
+    assert_eq!(name, "local.zip");
     let files = support::playwright::unzip(&zip);
     assert_eq!(
         files["recording.cbrec"], rec.bytes,
@@ -1061,25 +1074,11 @@ async fn the_page_sends_its_token_and_saves_the_bug_bundle() {
     assert_canvas_is_screen_at(&page, &rec, 3_000).await;
     // What the page hands to the browser's download: the link's file name and its content (the
     // blob, read here: the page's CSP lets nothing fetch it).
-    eval(
-        &page,
-        "window.__saved = new Promise(resolve => {
-           const blobs = new Map();
-           const create = URL.createObjectURL;
-           URL.createObjectURL = (blob) => { const url = create(blob); blobs.set(url, blob); return url; };
-           const click = HTMLAnchorElement.prototype.click;
-           HTMLAnchorElement.prototype.click = function () {
-             if (!this.download) return click.call(this);
-             const name = this.download;
-             blobs.get(this.href).text().then(text => resolve({ name, text }));
-           };
-         }); true",
-    )
-    .await;
+    capture_saves(&page).await;
     eval(&page, "document.getElementById('bundle').click(); true").await;
-    let saved = eval(&page, "window.__saved").await;
-    assert_eq!(saved["name"], "rec-42.zip");
-    assert_eq!(saved["text"], String::from_utf8_lossy(ZIP).as_ref());
+    let (name, bytes) = saved(&page).await;
+    assert_eq!(name, "rec-42.zip");
+    assert_eq!(bytes, ZIP);
 
     // And Chromium saves it as that file.
     use chromiumoxide::cdp::browser_protocol::browser::{

@@ -137,6 +137,24 @@ impl TestServer {
         )
     }
 
+    /// Session `id`'s only recording, through the API: its id and file.
+    pub async fn recording_file(&self, id: &str) -> (String, Vec<u8>) {
+        let (status, list) = self
+            .http
+            .request("GET", &format!("/api/sessions/{id}/recordings"), None)
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let recordings = list["recordings"].as_array().expect("recordings");
+        assert_eq!(recordings.len(), 1, "{list}");
+        let rid = recordings[0]["id"].as_str().expect("id").to_string();
+        let (status, head, bytes) = self
+            .http
+            .raw_bytes("GET", &format!("/api/recordings/{rid}/file"), &[], None)
+            .await;
+        assert_eq!(status, 200, "{head}");
+        (rid, bytes)
+    }
+
     pub async fn session_json(&self, id: &str) -> (u16, Value) {
         self.http
             .request("GET", &format!("/api/sessions/{id}"), None)
