@@ -32,6 +32,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Playwright (below) needs Node 20 or later; Debian 12's own nodejs is 18.
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "Node $(node --version) is too old for the Playwright harness: install Node 20 or later (Debian 13's nodejs, or NodeSource's)" >&2
+  exit 1
+fi
+
 # The Playwright harness (tests/bundle.rs runs bundles' scripts with it): installed again when
 # node_modules is missing or holds another @playwright/test than package-lock.json pins.
 harness="$(cd "$(dirname "$0")/.." && pwd)/tests/playwright"
