@@ -186,15 +186,16 @@ impl SessionHandle {
             keyframe_every_ms: KEYFRAME_MAX_GAP.as_millis() as u32,
             server: env!("CARGO_PKG_VERSION").to_string(),
         };
-        // Created here, synchronously, so that a failure is the caller's answer.
-        let mut head = Vec::new();
-        store::write_start(&mut head, &meta)?;
+        // Created here, synchronously, so that a failure is the caller's answer; the header and
+        // `Meta` are on disk before anyone is told, so a listing finds the file at once.
         let file = {
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&path)?
+            let mut file = options.open(&path)?;
+            store::write_start(&mut file, &meta)?;
+            file
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let stop = CancellationToken::new();
@@ -212,7 +213,6 @@ impl SessionHandle {
             run_recorder(
                 self.clone(),
                 tokio::fs::File::from_std(file),
-                head,
                 started,
                 rx,
                 stop.clone(),
@@ -454,7 +454,6 @@ impl FileWriter {
 async fn run_recorder(
     session: SessionHandle,
     file: tokio::fs::File,
-    head: Vec<u8>,
     started: Instant,
     mut queued: mpsc::Receiver<(u32, Event)>,
     stop: CancellationToken,
@@ -465,7 +464,7 @@ async fn run_recorder(
         dirty: true,
         scratch: Vec::new(),
     };
-    let result = record_loop(&session, &mut w, head, started, &mut queued, &stop).await;
+    let result = record_loop(&session, &mut w, started, &mut queued, &stop).await;
     // Whatever ended it, what was queued and the file's tail are written out.
     let mut end = async {
         let mut stopped = false;
@@ -506,12 +505,10 @@ async fn run_recorder(
 async fn record_loop(
     session: &SessionHandle,
     w: &mut FileWriter,
-    head: Vec<u8>,
     started: Instant,
     queued: &mut mpsc::Receiver<(u32, Event)>,
     stop: &CancellationToken,
 ) -> std::io::Result<()> {
-    w.out.write_all(&head).await?;
     // Where the session is as recording starts, as a joining viewer would learn it.
     for json in session.state_messages() {
         w.server_json(0, &json).await?;
