@@ -121,15 +121,7 @@ async fn round(
     let cpu = support::cpu_seconds() - cpu0;
     let (mut bytes, mut keyframes) = (0, (0, 0));
     if record {
-        let (status, body) = server
-            .http
-            .request(
-                "POST",
-                &format!("/api/sessions/{id}/recording"),
-                Some(json!({ "on": false })),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        server.set_recording(&id, false).await;
         let (_, file) = server.recording_file(&id).await;
         bytes = file.len() as u64;
         let rec = cobrowse::recording::read::Recording::parse(file).expect("a recording");

@@ -137,6 +137,20 @@ impl TestServer {
         )
     }
 
+    /// Starts or stops recording session `id` through the API; returns the answer (the status).
+    pub async fn set_recording(&self, id: &str, on: bool) -> Value {
+        let (status, body) = self
+            .http
+            .request(
+                "POST",
+                &format!("/api/sessions/{id}/recording"),
+                Some(json!({ "on": on })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     /// Session `id`'s only recording, through the API: its id and file.
     pub async fn recording_file(&self, id: &str) -> (String, Vec<u8>) {
         let (status, list) = self

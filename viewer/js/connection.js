@@ -14,7 +14,12 @@ const CHECK_TIMEOUT_MS = 5000;
 
 /** Session id from `/s/{id}` and token from `#token=…`; either is null when absent. */
 export function joinFromLocation(loc = location) {
-  const match = /^\/s\/([^/]+)\/?$/.exec(loc.pathname);
+  return idAndToken('s', loc);
+}
+
+/** The id from `/{prefix}/{id}` and the token from `#token=…`; either is null when absent. */
+export function idAndToken(prefix, loc = location) {
+  const match = new RegExp(`^/${prefix}/([^/]+)/?$`).exec(loc.pathname);
   let id = null;
   if (match) {
     try {

@@ -9,6 +9,7 @@
 import { Screen } from './screen.js';
 import { MaskOverlay } from './masks.js';
 import { parseRecording, RecordingError } from './recording.js';
+import { idAndToken } from './connection.js';
 
 const SKIP_MS = 5000;
 /** Updates handed to the screen (and so decoding) at once during a seek. */
@@ -47,17 +48,7 @@ const ui = {
 
 /** The recording id and access token from /replay/{id}#token=…. */
 export function fromLocation(loc = location) {
-  const match = /^\/replay\/([^/]+)\/?$/.exec(loc.pathname);
-  let id = null;
-  if (match) {
-    try {
-      id = decodeURIComponent(match[1]);
-    } catch {
-      id = null;
-    }
-  }
-  const token = new URLSearchParams(loc.hash.slice(1)).get('token') || null;
-  return { id, token };
+  return idAndToken('replay', loc);
 }
 
 /** mm:ss (h:mm:ss from an hour on). */
