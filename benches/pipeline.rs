@@ -38,13 +38,6 @@ const MICRO_SECTION: &str = "## Micro-benchmarks";
 /// Bytes of a workload are counted from its first input until this long after its last.
 const TAIL: Duration = Duration::from_secs(1);
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -548,9 +541,9 @@ fn median(v: &[f64]) -> f64 {
 #[allow(clippy::print_stdout)] // the report is this program's output
 async fn main() {
     let write = !std::env::args().any(|a| a == "--no-write");
-    let clicks = env_or("BENCH_CLICKS", 40);
-    let seconds = env_or("BENCH_SECONDS", 5);
-    let viewers = env_or("BENCH_VIEWERS", 50) as usize;
+    let clicks = support::env_or("BENCH_CLICKS", 40);
+    let seconds = support::env_or("BENCH_SECONDS", 5);
+    let viewers = support::env_or("BENCH_VIEWERS", 50) as usize;
     let mut site = TestSite::start().await;
     let server = TestServer::for_site(&site).await;
     let viewer = ViewerBrowser::launch(1400, 900).await;

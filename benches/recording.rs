@@ -43,18 +43,6 @@ impl Work {
     }
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// One round: a fresh session on the workload's page, one viewer acknowledging every update on
 /// arrival (as a fast viewer does; it does not decode, so this process's CPU is the server's),
 /// and the workload for `seconds`. Returns (CPU seconds used, recording bytes, keyframes and
@@ -141,8 +129,8 @@ async fn round(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::print_stdout)] // the report is this program's output
 async fn main() {
-    let seconds = env_or("BENCH_SECONDS", 10);
-    let rounds = env_or("BENCH_ROUNDS", 3);
+    let seconds = support::env_or("BENCH_SECONDS", 10);
+    let rounds = support::env_or("BENCH_ROUNDS", 3);
     let site = TestSite::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = support::site_config(&site);
@@ -169,11 +157,11 @@ async fn main() {
                 sizes.last().unwrap_or(&0.0)
             );
         }
-        let (off, on) = (median(off), median(on));
+        let (off, on) = (support::median(off), support::median(on));
         println!(
             "| {} | {:.2} | {:.1}% of a core | {:.1}% | {:+.1} points ({:.2}×) |",
             work.name(),
-            median(sizes),
+            support::median(sizes),
             off,
             on,
             on - off,

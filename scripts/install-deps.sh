@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cobrowse needs on a Debian machine and is not there yet: Chromium (Debian's
 # `chromium` package), fonts for readable pages, a C compiler (libwebp builds from source) and
-# setpriv (util-linux; kills Chromium if the server dies), Node.js and npm, and the Playwright
+# setpriv (util-linux; kills Chromium if the server dies), nginx (tests/cluster.rs runs
+# docker/nginx.conf in front of two nodes; its service is not started), Node.js and npm, and the Playwright
 # harness that runs bug bundles' scripts (tests/playwright, from its package-lock.json, without
 # Playwright's own browsers: it drives Debian's Chromium). Safe to run again: it installs nothing
 # that is already present. The Rust toolchain itself is expected (https://rustup.rs).
@@ -17,6 +18,7 @@ fi
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 have cc || missing+=(gcc libc6-dev)
 have setpriv || missing+=(util-linux)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
 
@@ -28,8 +30,25 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo="sudo"
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # nginx's package starts its service on installation (a daemon on port 80, or an error where
+  # there is no init system); the tests run their own nginx. A policy-rc.d that refuses (exit
+  # 101) keeps invoke-rc.d from starting anything, unless the machine has its own policy (Docker
+  # images do); ours is removed afterwards.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# scripts/install-deps.sh: no service starts while it installs packages\nexit 101\n' \
+      | $sudo tee "$policy" >/dev/null
+    $sudo chmod 0755 "$policy"
+    own_policy=1
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    $sudo rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 # Playwright (below) needs Node 20 or later; Debian 12's own nodejs is 18.

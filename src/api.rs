@@ -142,12 +142,16 @@ impl IntoResponse for AppError {
 impl From<CreateError> for AppError {
     fn from(e: CreateError) -> Self {
         match e {
-            CreateError::Full(_) | CreateError::ShuttingDown => {
+            CreateError::Full(_) | CreateError::LowMemory { .. } | CreateError::ShuttingDown => {
                 AppError::Unavailable(e.to_string())
             }
-            CreateError::Browser(_) | CreateError::Random(_) | CreateError::Links(_) => {
-                AppError::Internal(e.to_string())
+            // Another node may well start one: 503 lets a router try elsewhere. The detail
+            // (Chromium's own words) is logged, not sent.
+            CreateError::Browser(detail) => {
+                error!(error = %detail, "cannot start a browser for a new session");
+                AppError::Unavailable("the browser could not be started on this server".into())
             }
+            CreateError::Random(_) | CreateError::Links(_) => AppError::Internal(e.to_string()),
         }
     }
 }

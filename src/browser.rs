@@ -234,6 +234,11 @@ impl Browser {
                 // stayed blank for good (rAF running, screenshots blank too) until a key press.
                 // The cross-origin variant is a feature of its own, and the first navigation
                 // (from about:blank) is cross-origin.
+                // Memory flags measured (docs/benchmarks.md, Density) are not added: each saved
+                // < 2%, broke pages (no WebGL without the software rasterizer), weakened site
+                // isolation, or (the spare renderer off: -2 to -3%) made drag and drop fail now
+                // and then (the mouse test: 3 runs of 17 with it, 0 of 12 without; but a later CI
+                // simulation failed it without the flag too: the link is not established).
                 .arg((
                     "disable-features",
                     ["PaintHolding", "PaintHoldingCrossOrigin"].as_slice(),
@@ -518,7 +523,11 @@ impl Browser {
         // loaded machine right after the first navigation): make it the visible one first.
         self.page.execute(BringToFrontParams::default()).await?;
         let _ = self.page.execute(StopScreencastParams::default()).await;
-        let Viewport { width, height } = self.options.viewport;
+        // Frames come at their own size, never scaled down to a limit: a frame's pixels are then
+        // its metadata's CSS size at the device scale, and one that is not (the old layout's
+        // surface stretched into a new size while a resize is under way) can be told apart
+        // (`mask::frame_fits`). A restart after a resize still matters: it forces a frame.
+        let Viewport { width, height } = crate::config::MAX_VIEWPORT;
         let scale = self.options.scale;
         let params = StartScreencastParams::builder()
             .format(StartScreencastFormat::Jpeg)
@@ -529,6 +538,21 @@ impl Browser {
             .build();
         self.page.execute(params).await?;
         Ok(())
+    }
+
+    /// Returns once the shown tab's renderer has run [`PAINTS_AFTER_RESIZE`] animation frames
+    /// (at the size it has now), or after `limit` (a hidden page runs none); then has the page
+    /// script report its masked elements. Used after a resize: until the renderer has painted
+    /// at the new size, Chromium may send the old layout stretched into it (see
+    /// `mask::frame_fits`).
+    pub async fn painted_then_report_masks(&self, limit: Duration) -> Result<(), BrowserError> {
+        let frames = format!(
+            "new Promise(r => {{ let n = 0; const f = () => (++n >= {PAINTS_AFTER_RESIZE} ? r(true) : requestAnimationFrame(f)); requestAnimationFrame(f); }})"
+        );
+        if let Err(e) = eval_in_native_world(&self.page, &frames, true, limit).await {
+            debug!(error = %e, "no animation frames after a resize");
+        }
+        ask_for_masks(&self.page, &self.options.mask_script).await
     }
 
     /// What the page says of its own visibility, focus and animation frames, for diagnostics.
@@ -676,7 +700,7 @@ impl Browser {
                             scroll_y: m.scroll_offset_y,
                             arrived,
                             source: FrameSource::Screencast,
-                            mask_seq: masks.stamp(),
+                            mask_seq: masks.stamp_frame(),
                         }));
                     }
                     Err(e) => warn!(error = %e, "screencast frame with bad base64 dropped"),
@@ -1326,9 +1350,26 @@ async fn diagnostics(
     ])
 }
 
+/// Animation frames a renderer runs after a resize before its frames are trusted to show the
+/// new layout: its compositor pipeline is a few frames deep, and the browser draws the old
+/// layout stretched until the first new one arrives.
+const PAINTS_AFTER_RESIZE: u32 = 4;
+
 /// Runs the masking script in the main frame's isolated world: it installs itself where it is
 /// missing, and otherwise reports at once (a tab being shown must say where its fields are).
 async fn ask_for_masks(page: &Page, mask_script: &str) -> Result<(), BrowserError> {
+    eval_in_native_world(page, mask_script, false, Duration::from_secs(5)).await
+}
+
+/// Evaluates `source` in cobrowse's isolated world of the page's main frame (the page's own
+/// scripts cannot change what it calls), awaiting the promise it returns when `await_promise`.
+/// Nothing to do without a main frame.
+async fn eval_in_native_world(
+    page: &Page,
+    source: &str,
+    await_promise: bool,
+    limit: Duration,
+) -> Result<(), BrowserError> {
     let Some(frame) = page.mainframe().await? else {
         return Ok(());
     };
@@ -1337,12 +1378,13 @@ async fn ask_for_masks(page: &Page, mask_script: &str) -> Result<(), BrowserErro
         .world_name(NATIVE_WORLD)
         .build()
         .map_err(BrowserError::Config)?;
-    let world = tokio::time::timeout(Duration::from_secs(5), page.execute(world))
+    let world = tokio::time::timeout(limit, page.execute(world))
         .await
         .map_err(|_| BrowserError::Timeout)??;
-    let mut script = EvaluateParams::new(mask_script);
+    let mut script = EvaluateParams::new(source);
     script.context_id = Some(world.result.execution_context_id);
-    tokio::time::timeout(Duration::from_secs(5), page.execute(script))
+    script.await_promise = Some(await_promise);
+    tokio::time::timeout(limit, page.execute(script))
         .await
         .map_err(|_| BrowserError::Timeout)??;
     Ok(())

@@ -29,6 +29,12 @@ pub const DEFAULT_MAX_PARTICIPANTS: usize = 50;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 /// How long shutdown waits for sessions and browsers to close before killing them.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Browsers kept launched and blank for new sessions (`--warm-browsers`).
+pub const DEFAULT_WARM_BROWSERS: usize = 0;
+/// New sessions are refused while less memory than this is available, MiB: about two idle
+/// sessions' worth (docs/benchmarks.md, "Density"), so the sessions already running keep room
+/// to grow.
+pub const DEFAULT_MIN_FREE_MEMORY_MIB: u64 = 512;
 /// JPEG quality Chromium encodes screencast frames with.
 pub const DEFAULT_JPEG_QUALITY: u8 = 80;
 /// Largest upload into a page's file field by default, MiB (all files of one pick).
@@ -215,9 +221,20 @@ pub struct ServeArgs {
     /// Seconds a session with nobody connected lives on before it ends.
     #[arg(long, env = "COBROWSE_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
-    /// Seconds shutdown waits for sessions to close before killing their browsers.
+    /// Seconds a shutdown (SIGTERM) lets sessions go on: new sessions are refused at once and
+    /// participants are told; sessions still running after this are ended. A second SIGTERM or
+    /// SIGINT ends them at once.
     #[arg(long, env = "COBROWSE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
+    /// Browsers kept launched (each with its own fresh profile, used by one session only) so a
+    /// new session skips Chromium's start. At most --max-sessions.
+    #[arg(long, env = "COBROWSE_WARM_BROWSERS", default_value_t = DEFAULT_WARM_BROWSERS)]
+    pub warm_browsers: usize,
+    /// New sessions are refused (and /readyz is not ready) while less memory than this is
+    /// available to the server (the machine's, or its container's limit), MiB; 0 turns the
+    /// check off.
+    #[arg(long, env = "COBROWSE_MIN_FREE_MEMORY", default_value_t = DEFAULT_MIN_FREE_MEMORY_MIB)]
+    pub min_free_memory: u64,
     /// JPEG quality (1-100) of the screencast.
     #[arg(long, env = "COBROWSE_JPEG_QUALITY", default_value_t = DEFAULT_JPEG_QUALITY)]
     pub jpeg_quality: u8,
@@ -331,6 +348,19 @@ pub struct ServeArgs {
     /// a bank's own sites). Default: off.
     #[arg(long, env = "COBROWSE_ALLOW_ONLY", default_value_t = DEFAULT_ALLOW_ONLY)]
     pub allow_only: bool,
+    // --- Scale-out (src/cluster.rs, docs/scale-out.md) ---
+    /// In a cluster behind nginx: this node's `server` entry exactly as written in the router's
+    /// upstream block (e.g. 10.0.0.5:8080). With --cluster-nodes; neither: a single node.
+    #[arg(long, env = "COBROWSE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// In a cluster behind nginx: every `server` entry of the router's upstream block, in any
+    /// order, comma-separated, each exactly as written there and with weight 1 (no `weight=`).
+    #[arg(
+        long = "cluster-nodes",
+        env = "COBROWSE_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub cluster_nodes: Vec<String>,
 }
 
 /// A certificate chain and its key, PEM files.
@@ -350,7 +380,16 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_participants: usize,
     pub idle_timeout: Duration,
+    /// How long a shutdown lets sessions go on before ending them.
     pub shutdown_grace: Duration,
+    /// Browsers kept ready for new sessions.
+    pub warm_browsers: usize,
+    /// New sessions are refused while less memory than this is available, bytes (0: no check).
+    pub min_free_memory: u64,
+    /// Launch (and close) one browser at start, so `/readyz` knows Chromium starts before the
+    /// first session needs it. On from the command line; off in [`Config::with_chromium`], so
+    /// tests do not pay for it (a warm pool's first launch is the check anyway).
+    pub probe_chromium: bool,
     pub jpeg_quality: u8,
     pub log_format: LogFormat,
     /// Largest upload into a page's file field (all files of one pick), bytes; 0: no uploads.
@@ -385,6 +424,10 @@ pub struct Config {
     pub recording_retention: Option<Duration>,
     /// Record every session from its start.
     pub record_sessions: bool,
+    /// The cluster's consistent-hash ring and this node's place in it (`--node-name`,
+    /// `--cluster-nodes`); `None`: a single node. Session ids are drawn so that the router
+    /// sends them here, and requests for other nodes' sessions are answered 421.
+    pub cluster: Option<Arc<crate::cluster::Ring>>,
     /// Fault injection for tests, not settable from the command line: every session's frame
     /// pump drops each screencast frame after the first, as the stalled screencast seen under
     /// load does, so that the screenshot fallback can be tested.
@@ -404,6 +447,9 @@ impl Config {
             max_participants: DEFAULT_MAX_PARTICIPANTS,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            warm_browsers: DEFAULT_WARM_BROWSERS,
+            min_free_memory: DEFAULT_MIN_FREE_MEMORY_MIB * MIB,
+            probe_chromium: false,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             log_format: LogFormat::Text,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_MIB * MIB,
@@ -423,6 +469,7 @@ impl Config {
                 DEFAULT_RECORDING_RETENTION_DAYS * 86_400,
             )),
             record_sessions: false,
+            cluster: None,
             fault_stall_screencast: false,
         }
     }
@@ -450,6 +497,12 @@ impl Config {
             .transpose()?;
         if args.max_sessions == 0 {
             return Err("--max-sessions must be at least 1".into());
+        }
+        if args.warm_browsers > args.max_sessions {
+            return Err(format!(
+                "--warm-browsers ({}) cannot exceed --max-sessions ({})",
+                args.warm_browsers, args.max_sessions
+            ));
         }
         if args.max_participants == 0 {
             return Err("--max-participants must be at least 1".into());
@@ -533,7 +586,9 @@ impl Config {
         let mask = crate::mask::validate_selectors(&crate::mask::split_selectors(&args.mask))
             .map_err(|e| format!("--mask: {e}"))?;
         let mask_reveal = crate::mask::Reveal::parse(&args.mask_reveal)?;
+        let cluster = cluster_ring(args.node_name.as_deref(), &args.cluster_nodes)?;
         Ok(Config {
+            cluster,
             mask,
             mask_reveal,
             listen,
@@ -543,6 +598,9 @@ impl Config {
             max_participants: args.max_participants,
             idle_timeout: Duration::from_secs(args.idle_timeout),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            warm_browsers: args.warm_browsers,
+            min_free_memory: args.min_free_memory.saturating_mul(MIB),
+            probe_chromium: true,
             jpeg_quality: args.jpeg_quality,
             log_format: args.log_format,
             max_upload_bytes: args
@@ -581,6 +639,30 @@ impl Config {
             record_sessions: args.record_sessions,
             fault_stall_screencast: false,
         })
+    }
+}
+
+/// The ring of `--cluster-nodes` seen from `--node-name`: both given, or neither (a single node).
+fn cluster_ring(
+    node_name: Option<&str>,
+    nodes: &[String],
+) -> Result<Option<Arc<crate::cluster::Ring>>, String> {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    match (node_name.map(str::trim), nodes.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(name), false) => crate::cluster::Ring::new(&nodes, name)
+            .map(|ring| Some(Arc::new(ring)))
+            .map_err(|e| format!("--cluster-nodes / --node-name: {e}")),
+        (Some(_), true) => {
+            Err("--node-name needs --cluster-nodes (every server of the router's upstream)".into())
+        }
+        (None, false) => {
+            Err("--cluster-nodes needs --node-name (this node's entry in that list)".into())
+        }
     }
 }
 
@@ -759,6 +841,10 @@ mod tests {
             &["--allow-only"],
             &["--mask", "a{}"],
             &["--mask-reveal", "everyone"],
+            &["--node-name", "a:1"],
+            &["--cluster-nodes", "a:1,b:1"],
+            &["--node-name", "c:1", "--cluster-nodes", "a:1,b:1"],
+            &["--node-name", "a:1", "--cluster-nodes", "a:1,b:1,a:1"],
         ] {
             let err = Config::from_args(args(bad)).expect_err("must be rejected");
             assert!(!err.contains('\n'), "{err}");
@@ -879,6 +965,24 @@ mod tests {
                 viewer: false
             }
         );
+    }
+
+    #[test]
+    fn cluster_flags() {
+        assert!(Config::from_args(args(&[]))
+            .expect("valid")
+            .cluster
+            .is_none());
+        let c = Config::from_args(args(&[
+            "--node-name",
+            "10.0.0.2:8080",
+            "--cluster-nodes",
+            "10.0.0.1:8080, 10.0.0.2:8080,",
+        ]))
+        .expect("valid");
+        let ring = c.cluster.expect("a ring");
+        assert_eq!(ring.this_node(), "10.0.0.2:8080");
+        assert_eq!(ring.nodes(), ["10.0.0.1:8080", "10.0.0.2:8080"]);
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //!
 //! Module map (see `ARCHITECTURE.md` for the data flow and invariants):
 //! - [`config`]: command line / `COBROWSE_*` environment, validated into one [`config::Config`].
-//! - [`server`]: the HTTP router and [`server::run`], which serves until shutdown.
+//! - [`server`]: the HTTP router and [`server::run_until`], which serves until shutdown, then drains.
 //! - [`api`]: the management API (`/api/sessions`) and the HTTP error type.
 //! - [`ws`]: a participant's WebSocket: checks before the upgrade, writer and reader tasks.
 //! - [`protocol`]: the viewer wire format (binary frames, JSON messages), `docs/protocol.md`.
-//! - [`registry`]: the table of sessions, creation with limits, shutdown of them all.
+//! - [`registry`]: the table of sessions, admission control, readiness, the drain and shutdown.
+//! - [`pool`]: the warm pool of launched browsers, one session each.
+//! - [`observe`]: `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`procfs`]: memory and CPU of process trees, memory left to the machine or container.
+//! - [`cluster`]: scale-out behind nginx: its consistent-hash ring, ids this node owns, 421 for others'.
 //! - [`session`]: one session: participants, roles, the driver task that owns the browser.
 //! - [`screen`]: the latest frame of a session, versioned and encoded once for all viewers.
 //! - [`egress`]: the egress policy (what the session browser may reach) and its forward proxy.
@@ -20,7 +24,7 @@
 //! - [`input`]: viewer input mapped to page coordinates and key events (pure logic).
 //! - [`control`]: the control policy (shared / exclusive) and its state machine (pure logic).
 //! - [`people`]: display names, colours, the chat log, rate limits (pure logic).
-//! - [`metrics`]: lock-free latency histograms for the API (and, later, `/metrics`).
+//! - [`metrics`]: lock-free latency histograms, server-wide counters, the Prometheus text format.
 //! - [`token`]: random ids, constant-time comparison.
 //! - [`capability`]: signed, expiring, revocable join links and each session's book of them.
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
@@ -32,6 +36,7 @@ pub mod assets;
 pub mod audit;
 pub mod browser;
 pub mod capability;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod egress;
@@ -42,8 +47,11 @@ pub mod mask;
 pub mod metrics;
 pub mod native;
 pub mod navigation;
+pub mod observe;
 pub mod pacing;
 pub mod people;
+pub mod pool;
+pub mod procfs;
 pub mod protocol;
 pub mod recording;
 pub mod recordings;

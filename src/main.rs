@@ -129,14 +129,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
-    cobrowse::server::run(listener, config, shutdown).await?;
+    let now = CancellationToken::new();
+    tokio::spawn(on_signals(shutdown.clone(), now.clone()));
+    cobrowse::server::run_until(listener, config, shutdown, now).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGINT or SIGTERM (the drain starts), and `now` on the second
+/// (the drain is cut short).
+async fn on_signals(shutdown: CancellationToken, now: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -145,12 +147,22 @@ async fn on_signal(shutdown: CancellationToken) {
         tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
-    shutdown.cancel();
+    for token in [shutdown, now] {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if token.is_cancelled() {
+            continue;
+        }
+        tracing::info!(signal = name, "signal received");
+        token.cancel();
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    on_signals(shutdown, CancellationToken::new()).await;
 }
 
 fn init_tracing(format: LogFormat) {

@@ -314,12 +314,25 @@ pub fn parse_report(payload: &str) -> Result<Geometry, String> {
     })
 }
 
+/// Whether a frame's pixels are its metadata's CSS area at `scale` device pixels each (within a
+/// pixel of rounding). The screencast never scales frames down (its limit is the largest
+/// viewport), so a frame that does not fit shows something else than its metadata says: during a
+/// resize Chromium sends the old layout's surface stretched into the new size, with the new
+/// size's metadata (seen here: a 1280×720 layout as a 900×506 image of a "900×600" frame).
+/// Masks cannot be placed on such a frame.
+pub fn frame_fits(frame: &FrameGeometry, scale: f64) -> bool {
+    let fits = |image: f64, css: f64| (image - css * scale).abs() <= 1.0;
+    fits(frame.image_width, frame.css_width) && fits(frame.image_height, frame.css_height)
+}
+
 /// The rectangles, in image pixels of a frame with geometry `frame`, that cover `geometries`:
 /// each element where the frame's own scroll puts it, padded and widened to [`ALIGN`], clipped to
-/// the image. Empty when none is on screen.
+/// the image. Empty when none is on screen. The whole image when the frame's pixels do not fit
+/// its metadata at `scale` ([`frame_fits`]): nothing says where its elements are.
 pub fn place<'a>(
     geometries: impl IntoIterator<Item = &'a Geometry>,
     frame: &FrameGeometry,
+    scale: f64,
 ) -> Vec<PixelRect> {
     let (iw, ih) = (frame.image_width.max(0.0), frame.image_height.max(0.0));
     let whole = PixelRect {
@@ -328,6 +341,9 @@ pub fn place<'a>(
         w: iw as u32,
         h: ih as u32,
     };
+    if !frame_fits(frame, scale) {
+        return vec![whole];
+    }
     // Image pixels per CSS pixel, from the frame itself: the device scale factor, and any
     // scaling of the screencast. The padding grows with it.
     let kx = frame.image_width / frame.css_width.max(1.0);
@@ -410,6 +426,9 @@ pub struct MaskUpdate {
     pub at: tokio::time::Instant,
     /// `None`: a new tab is wired and not measured yet (mask everything until it reports).
     pub payload: Option<String>,
+    /// Queued while a resize was under way ([`MaskSink::set_blind`]): whatever it says, the frames
+    /// it describes are masked whole.
+    pub blind: bool,
 }
 
 /// Where a tab's frame pump hands the page script's reports to the screen task, numbering them.
@@ -420,6 +439,10 @@ pub struct MaskSink {
     /// The newest number handed out. Written after the report is queued, so a frame stamped
     /// with it finds that report in the screen task's queue.
     seq: Arc<std::sync::atomic::AtomicU64>,
+    /// A resize is under way: frames may show the old layout stretched (see [`frame_fits`]).
+    blind: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the newest report queued is a blind one.
+    newest_blind: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Reports queued for the screen task at most; one more is lost (and frames stamped with it are
@@ -432,6 +455,8 @@ impl MaskSink {
         let sink = MaskSink {
             tx,
             seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            blind: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            newest_blind: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         (sink, rx)
     }
@@ -445,7 +470,9 @@ impl MaskSink {
             seq,
             at: tokio::time::Instant::now(),
             payload,
+            blind: self.blind.load(Ordering::Acquire),
         };
+        self.newest_blind.store(update.blind, Ordering::Release);
         match self.tx.try_send(update) {
             Ok(()) => {}
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
@@ -460,6 +487,25 @@ impl MaskSink {
     /// The stamp of a frame taken now: the newest report queued.
     pub fn stamp(&self) -> u64 {
         self.seq.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The stamp of a screencast frame that just arrived (the pump's only): while a resize is
+    /// under way, it is stamped with a blind report (one is queued if the newest is not), so it
+    /// is masked whole.
+    pub fn stamp_frame(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        if self.blind.load(Ordering::Acquire) && !self.newest_blind.load(Ordering::Acquire) {
+            self.push(None);
+        }
+        self.stamp()
+    }
+
+    /// Marks a resize under way (`true`) until the renderer has painted at the new size
+    /// (`false`). Frames that arrive meanwhile, and those within [`MASK_WINDOW`] after (their
+    /// window holds blind reports), are masked whole.
+    pub fn set_blind(&self, blind: bool) {
+        self.blind
+            .store(blind, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -476,11 +522,19 @@ impl MaskLog {
     /// Adds a report; a payload that does not parse counts as "unknown" (mask everything) until
     /// the next one. Returns the parsed report (for its focus flag), or the error.
     pub fn push(&mut self, update: MaskUpdate) -> Result<Arc<Geometry>, String> {
-        let (geometry, result) = match update.payload.as_deref().map(parse_report) {
-            None => (Arc::new(Geometry::unknown()), None),
-            Some(Ok(g)) => (Arc::new(g), None),
-            Some(Err(e)) => (Arc::new(Geometry::unknown()), Some(e)),
+        let (mut geometry, result) = match update.payload.as_deref().map(parse_report) {
+            None => (Geometry::unknown(), None),
+            Some(Ok(g)) => (g, None),
+            Some(Err(e)) => (Geometry::unknown(), Some(e)),
         };
+        if update.blind {
+            // Masked whole; the focus is what the page says, or what it last said.
+            geometry.everything = true;
+            if update.payload.is_none() {
+                geometry.focus = self.entries.back().is_some_and(|(_, _, g)| g.focus);
+            }
+        }
+        let geometry = Arc::new(geometry);
         self.entries
             .push_back((update.seq, update.at, geometry.clone()));
         while self.entries.len() > MASK_LOG {
@@ -570,16 +624,16 @@ mod tests {
     fn page_rectangles_follow_the_frames_scroll() {
         // Measured at page y 500 (page px): on a frame scrolled by 300 it sits at 200.
         let g = geometry(&[[100.0, 500.0, 200.0, 30.0, 0.0]], [0.0, 300.0]);
-        let placed = place([&g], &frame(300.0));
+        let placed = place([&g], &frame(300.0), 1.0);
         assert_eq!(placed.len(), 1);
         let r = placed[0];
         // Padded by 2 px then widened to 16: x 96..304, y 192..240.
         assert_eq!((r.x, r.y, r.w, r.h), (96, 192, 208, 48));
         // The same report on a frame at another scroll: the frame's scroll wins.
-        let r = place([&g], &frame(0.0))[0];
+        let r = place([&g], &frame(0.0), 1.0)[0];
         assert_eq!((r.y, r.h), (496, 48));
         // Scrolled out of view: nothing to paint.
-        assert!(place([&g], &frame(2000.0)).is_empty());
+        assert!(place([&g], &frame(2000.0), 1.0).is_empty());
     }
 
     #[test]
@@ -591,13 +645,13 @@ mod tests {
             ],
             [0.0, 40.0],
         );
-        let placed = place([&g], &frame(240.0));
+        let placed = place([&g], &frame(240.0), 1.0);
         // Fixed: where measured. Unsure: where measured, and where the page moved it (y 100 +
         // 40 - 240 < 0: off screen).
         assert_eq!(placed.len(), 2);
         assert_eq!(placed[0].y, 16);
         assert_eq!(placed[1].y, 96);
-        let placed = place([&g], &frame(0.0));
+        let placed = place([&g], &frame(0.0), 1.0);
         assert_eq!(placed.len(), 3, "unsure: both places");
         assert_eq!(placed[2].y, 128);
     }
@@ -608,7 +662,7 @@ mod tests {
         let mut f = frame(0.0);
         f.image_width = 2560.0;
         f.image_height = 1440.0;
-        let r = place([&g], &f)[0];
+        let r = place([&g], &f, 2.0)[0];
         // 200..220 image px, padded by 4 → 196..224, widened → 192..224.
         assert_eq!((r.x, r.w), (192, 32));
     }
@@ -617,9 +671,13 @@ mod tests {
     fn union_and_unknown() {
         let a = geometry(&[[0.0, 0.0, 10.0, 10.0, 0.0]], [0.0, 0.0]);
         let b = geometry(&[[400.0, 400.0, 10.0, 10.0, 0.0]], [0.0, 0.0]);
-        assert_eq!(place([&a, &b], &frame(0.0)).len(), 2);
-        assert_eq!(place([&a, &a], &frame(0.0)).len(), 1, "the same place once");
-        let all = place([&a, &Geometry::unknown()], &frame(0.0));
+        assert_eq!(place([&a, &b], &frame(0.0), 1.0).len(), 2);
+        assert_eq!(
+            place([&a, &a], &frame(0.0), 1.0).len(),
+            1,
+            "the same place once"
+        );
+        let all = place([&a, &Geometry::unknown()], &frame(0.0), 1.0);
         assert_eq!(
             all,
             vec![PixelRect {
@@ -628,6 +686,86 @@ mod tests {
                 w: 1280,
                 h: 720
             }]
+        );
+    }
+
+    #[test]
+    fn a_frame_whose_pixels_do_not_fit_its_metadata_is_masked_whole() {
+        let g = geometry(&[[100.0, 120.0, 300.0, 40.0, 0.0]], [0.0, 0.0]);
+        let whole = |w: u32, h: u32| vec![PixelRect { x: 0, y: 0, w, h }];
+        // Seen during a resize to 900×600: the old 1280×720 layout stretched into a 900×506
+        // image, with the new size's metadata. The field is at x 70..281 there, not 100..400.
+        let mut stretched = frame(0.0);
+        (stretched.image_width, stretched.image_height) = (900.0, 506.0);
+        (stretched.css_width, stretched.css_height) = (900.0, 600.0);
+        assert_eq!(place([&g], &stretched, 1.0), whole(900, 506));
+        // The same shape as the metadata (1280×720 into 640×360) does not fit either.
+        let mut halved = frame(0.0);
+        (halved.css_width, halved.css_height) = (640.0, 360.0);
+        assert_eq!(place([&g], &halved, 1.0), whole(1280, 720));
+        // Device pixels: fits at its scale only (and within a pixel of rounding).
+        let mut hidpi = frame(0.0);
+        (hidpi.image_width, hidpi.image_height) = (1919.0, 1080.0);
+        (hidpi.css_width, hidpi.css_height) = (1279.5, 720.0);
+        assert!(frame_fits(&hidpi, 1.5));
+        assert!(!frame_fits(&hidpi, 1.0));
+        assert_eq!(place([&g], &hidpi, 1.5).len(), 1);
+        // The usual frame: its CSS size at scale 1.
+        assert!(frame_fits(&frame(0.0), 1.0));
+    }
+
+    #[tokio::test]
+    async fn frames_and_reports_during_a_resize_are_masked_whole() {
+        let (sink, mut queue) = MaskSink::new();
+        let mut log = MaskLog::default();
+        let focused = r#"{"rects": [[100, 120, 300, 40, 0]], "scroll": [0, 0], "focus": true}"#;
+        sink.push(Some(focused.into()));
+        let before = sink.stamp_frame();
+        sink.set_blind(true);
+        let first = sink.stamp_frame();
+        assert_eq!(
+            first,
+            before + 1,
+            "a blind report is queued for the first frame"
+        );
+        assert_eq!(
+            sink.stamp_frame(),
+            first,
+            "and only one while nothing else came"
+        );
+        // What the page reports meanwhile describes the new layout; the frames may not show it.
+        sink.push(Some(focused.into()));
+        let during = sink.stamp_frame();
+        assert_eq!(during, first + 1, "the page's own report is blind");
+        sink.set_blind(false);
+        sink.push(Some(focused.into()));
+        let after = sink.stamp_frame();
+        assert_eq!(after, during + 1, "no blind report once the resize is done");
+        let mut taken = Vec::new();
+        while let Ok(update) = queue.try_recv() {
+            taken.push(log.push(update).expect("valid"));
+        }
+        let whole: Vec<bool> = taken.iter().map(|g| g.everything).collect();
+        assert_eq!(whole, [false, true, true, false]);
+        assert!(
+            taken.iter().all(|g| g.focus),
+            "the focus stays what the page said"
+        );
+        let f = frame(0.0);
+        let placed = |stamp| {
+            place(
+                log.for_frame(stamp, tokio::time::Instant::now())
+                    .iter()
+                    .map(|g| &**g),
+                &f,
+                1.0,
+            )
+        };
+        assert_eq!(placed(during).len(), 1);
+        assert_eq!(
+            placed(during)[0].w,
+            1280,
+            "a frame of the resize: masked whole"
         );
     }
 
@@ -645,6 +783,7 @@ mod tests {
                 seq,
                 at: at(ms),
                 payload,
+                blind: false,
             })
         };
         assert!(log.for_frame(0, at(0)).is_empty(), "nothing reported yet");

@@ -8,13 +8,13 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::{assets, files, recordings, ws};
+use crate::{assets, files, observe, recordings, ws};
 
 /// How often recordings past their retention are looked for.
 const RETENTION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -105,7 +105,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             api::require_api_key,
         ));
+    // /metrics names sessions: it asks for the API key as /api/ does. The probes are open.
+    let metrics = Router::new()
+        .route("/metrics", get(observe::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_api_key,
+        ));
     Router::new()
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .merge(metrics)
         .route("/", get(assets::index))
         .route("/s/{id}", get(assets::session_page))
         .route("/replay/{id}", get(assets::replay_page))
@@ -123,15 +133,34 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{id}", get(ws::upgrade))
         .route("/{*path}", get(assets::static_file))
         .nest("/api", api)
+        // In a cluster, other nodes' sessions are answered 421 before any handler runs.
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.cluster.clone(),
+            crate::cluster::misdirected,
+        ))
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` fires, then ends every session and closes every
-/// browser (bounded by the configured grace period). Tests call this on `127.0.0.1:0`.
+/// Serves on `listener` until `shutdown` fires, then shuts down as [`run_until`] does, with no
+/// way to cut the grace period short. Tests call this on `127.0.0.1:0`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    run_until(listener, config, shutdown, CancellationToken::new()).await
+}
+
+/// Serves on `listener` until `shutdown` fires, then drains: new sessions are refused (503, and
+/// `/readyz` not ready), participants are told, each session ends once everyone has left it, and
+/// the listener stays open meanwhile (people may still reconnect). When every session has ended,
+/// the grace period (`--shutdown-grace`) has passed or `now` fires, the sessions left are cut off
+/// (logged and audited), the listener closes and every browser is closed.
+pub async fn run_until(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+    now: CancellationToken,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
     let tls = config
@@ -141,11 +170,10 @@ pub async fn run(
         .transpose()
         .map_err(std::io::Error::other)?;
     let audit = Audit::start(&config.audit)?;
-    let registry = Registry::new(
-        Arc::clone(&config),
-        Arc::clone(&audit),
-        shutdown.child_token(),
-    );
+    // Fired after the drain: stops the listener and every session (their tokens are children).
+    let stop = CancellationToken::new();
+    let registry = Registry::new(Arc::clone(&config), Arc::clone(&audit), stop.child_token());
+    registry.start_background();
     let state = AppState {
         registry: Arc::clone(&registry),
         config: Arc::clone(&config),
@@ -154,12 +182,12 @@ pub async fn run(
     // Recordings past their retention go at start and then hourly.
     {
         let registry = Arc::clone(&registry);
-        let shutdown = shutdown.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(RETENTION_SWEEP_EVERY);
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     _ = every.tick() => {
                         let registry = Arc::clone(&registry);
                         let _ = tokio::task::spawn_blocking(move || registry.sweep_recordings()).await;
@@ -169,30 +197,78 @@ pub async fn run(
         });
     }
     let address = listener.local_addr()?;
-    info!(%address, tls = tls.is_some(), api_keys = config.api_keys.len(), chromium = %config.chromium.display(), "listening");
+    info!(%address, tls = tls.is_some(), api_keys = config.api_keys.len(), chromium = %config.chromium.display(), warm_browsers = config.warm_browsers, "listening");
+    if let Some(ring) = &config.cluster {
+        info!(node = ring.this_node(), nodes = ?ring.nodes(), "cluster node: session ids are drawn for this node, other nodes' sessions are answered 421");
+    }
     audit.record(
         "server.started",
         serde_json::json!({ "listen": address.to_string(), "tls": tls.is_some(), "apiKeys": config.api_keys.len() }),
     );
     // Upgraded WebSockets are not waited for by axum's graceful shutdown; they end themselves when
-    // their session's token (a child of `shutdown`) fires. The peer address goes to the audit log.
+    // their session's token (a child of `stop`) fires. The peer address goes to the audit log.
     let app = router(state).into_make_service_with_connect_info::<Peer>();
-    let served = match tls {
+    let mut serving = match tls {
         Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls, shutdown.clone())?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
+            let listener = crate::tls::TlsListener::new(listener, tls, stop.clone())?;
+            tokio::spawn(std::future::IntoFuture::into_future(
+                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()),
+            ))
         }
-        None => {
+        None => tokio::spawn(std::future::IntoFuture::into_future(
             axum::serve(NoDelay(listener), app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
-        }
+                .with_graceful_shutdown(stop.clone().cancelled_owned()),
+        )),
+    };
+    let listener_failed = tokio::select! {
+        // The listener failing on its own ends the server without a drain.
+        served = &mut serving => Some(served),
+        _ = shutdown.cancelled() => None,
+    };
+    let cut = match listener_failed {
+        Some(_) => Vec::new(),
+        None => drain(&registry, &audit, config.shutdown_grace, &now).await,
+    };
+    stop.cancel();
+    // axum's graceful shutdown: requests in flight finish (upgraded sockets end with their
+    // sessions, whose tokens `stop` fired).
+    let served = match listener_failed {
+        Some(served) => served,
+        None => serving.await,
     };
     info!("no longer accepting connections");
-    registry.shutdown(config.shutdown_grace).await;
-    audit.record("server.stopped", serde_json::Value::Null);
+    registry.shutdown().await;
+    audit.record("server.stopped", serde_json::json!({ "cutOff": cut }));
     audit.close().await;
-    served
+    served.map_err(std::io::Error::other).and_then(|r| r)
+}
+
+/// The drain: new sessions refused, participants told, each session ended once everyone left;
+/// waits until all have ended, `grace` passed or `now` fired. Returns the sessions cut off.
+async fn drain(
+    registry: &Arc<Registry>,
+    audit: &Audit,
+    grace: std::time::Duration,
+    now: &CancellationToken,
+) -> Vec<crate::registry::CutOff> {
+    let running = registry.list().len();
+    info!(
+        sessions = running,
+        grace_secs = grace.as_secs(),
+        "shutting down: draining"
+    );
+    audit.record(
+        "server.draining",
+        serde_json::json!({ "sessions": running, "graceSecs": grace.as_secs() }),
+    );
+    registry.begin_drain(grace);
+    let cut = registry.wait_drained(grace, now).await;
+    if cut.is_empty() {
+        info!("every session ended before the grace period ran out");
+    } else {
+        let ids: Vec<&str> = cut.iter().map(|c| c.session.as_str()).collect();
+        let participants: usize = cut.iter().map(|c| c.participants).sum();
+        warn!(sessions = cut.len(), participants, cut_off = ?ids, "ending the sessions still running");
+    }
+    cut
 }

@@ -706,6 +706,7 @@ async fn write_loop(
                 let link = participant.link();
                 link.rtt_ms.store(r.rtt_ms.unwrap_or(u32::MAX), Ordering::Relaxed);
                 link.lag_ms.store(r.lag_ms, Ordering::Relaxed);
+                session.metrics().viewer_lag.record(Duration::from_millis(u64::from(r.lag_ms)));
                 link.quality.store(r.quality as u32, Ordering::Relaxed);
                 if is_owner {
                     let participants = session.link_infos();

@@ -3,15 +3,15 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{descendants, pid_alive, wait_pid_exit, TestServer, TestSite};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use support::{
+    cobrowse_bin, descendants, pid_alive, spawn_server, wait_pid_exit, TestServer, TestSite,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_that_cannot_start_is_a_clean_500() {
+async fn a_browser_that_cannot_start_is_a_clean_503_and_the_node_not_ready() {
     let mut config = support::test_config();
     config.chromium = "/bin/false".into();
     let server = TestServer::start_with(config).await;
@@ -23,13 +23,23 @@ async fn a_browser_that_cannot_start_is_a_clean_500() {
             Some(json!({"url": "https://example.com"})),
         )
         .await;
+    // 503, not 500: another node may well start one, so a router retries there.
     assert_eq!(
         (status, reply["error"].as_str()),
-        (500, Some("internal error"))
+        (503, Some("the browser could not be started on this server"))
     );
     assert_eq!(
         server.http.request("GET", "/api/sessions", None).await.1,
         json!({"sessions": []})
+    );
+    let (status, ready) = server.http.request("GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert!(
+        ready["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Chromium does not start")),
+        "{ready}"
     );
     server.stop().await;
 }
@@ -118,25 +128,14 @@ async fn viewer_pages_are_served() {
     server.stop().await;
 }
 
-/// The real binary, as an operator runs it.
-fn cobrowse_bin() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cobrowse"));
-    // A data directory of the test's own (the generated secret, the audit log), not ~/.local.
-    let data = std::env::temp_dir().join(format!("cobrowse-test-data-{}", std::process::id()));
-    cmd.env_remove("COBROWSE_LISTEN")
-        .env_remove("COBROWSE_CHROMIUM")
-        .env_remove("COBROWSE_API_KEY")
-        .env("COBROWSE_DATA_DIR", data)
-        .kill_on_drop(true);
-    cmd
-}
-
 #[tokio::test]
 async fn bad_configuration_is_one_line_and_exit_code_64() {
     for args in [
         &["serve", "--listen", "nowhere"][..],
         &["serve", "--chromium", "/nonexistent/chromium"],
         &["serve", "--max-sessions", "0"],
+        &["serve", "--max-sessions", "2", "--warm-browsers", "3"],
+        &["serve", "--min-free-memory", "lots"],
         &["serve", "--no-such-flag"],
         &["serve", "--public-url", "ftp://x"],
         // An open management API on a public address.
@@ -162,38 +161,6 @@ async fn bad_configuration_is_one_line_and_exit_code_64() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
-}
-
-type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
-
-/// Starts the real binary on a free port with JSON logs, its browsers allowed to reach `site`
-/// (through `COBROWSE_ALLOW`, as an operator would); returns it, the address it logged, and the
-/// rest of its log.
-async fn spawn_server(site: &TestSite) -> (tokio::process::Child, std::net::SocketAddr, LogLines) {
-    let mut server = cobrowse_bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("COBROWSE_ALLOW", site.addr.to_string())
-        .env("COBROWSE_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cobrowse");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = tokio::time::timeout(support::WAIT, lines.next_line())
-            .await
-            .expect("log in time")
-            .expect("read")
-            .expect("server running");
-        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if log["fields"]["message"] == "listening" {
-            let addr = log["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .parse()
-                .expect("socket address");
-            return (server, addr, lines);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,8 +228,7 @@ async fn sigterm_ends_sessions_and_exits_cleanly() {
         .as_u64()
         .expect("pid") as u32;
 
-    let server_pid = rustix::process::Pid::from_raw(server.id().expect("pid") as i32).expect("pid");
-    rustix::process::kill_process(server_pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    support::signal(&server, rustix::process::Signal::TERM);
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
         .await
         .expect("exits in time")

@@ -9,6 +9,7 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::Page;
 use serde_json::Value;
+use std::time::Duration;
 use support::viewer::{aim, click, eval, mouse_held, ViewerBrowser};
 use support::{TestServer, TestSite};
 
@@ -137,12 +138,59 @@ async fn right_and_middle_buttons_wheel_sideways_and_drag_and_drop() {
     let aux = s.site.report_of("auxclick").await;
     assert_eq!(aux["button"], 1);
 
-    // Drag and drop inside the page: the draggable box onto the drop zone.
+    // Drag and drop inside the page: the draggable box onto the drop zone. As a hand does, the
+    // drop waits until the drag has visibly started: Chromium starts a drag asynchronously after
+    // the first moves, and a release before that (a loaded machine, moves a frame apart) is a
+    // plain mouseup.
+    use DispatchMouseEventType::*;
     let from = aim(&s.page, 150.0, 330.0).await.client;
     let to = aim(&s.page, 600.0, 360.0).await.client;
-    drag(&s.page, from, to, 10).await;
+    let via = ((from.0 + to.0) / 2.0, (from.1 + to.1) / 2.0);
+    mouse_held(&s.page, MouseMoved, from, MouseButton::None, 0, 0).await;
+    mouse_held(&s.page, MousePressed, from, MouseButton::Left, 1, 1).await;
+    for step in 1..=5 {
+        let t = f64::from(step) / 5.0;
+        let at = (from.0 + (via.0 - from.0) * t, from.1 + (via.1 - from.1) * t);
+        mouse_held(&s.page, MouseMoved, at, MouseButton::None, 1, 0).await;
+    }
     let start = s.site.report_of("dragstart").await;
     assert_eq!(start["target"], "src");
+    for step in 1..=5 {
+        let t = f64::from(step) / 5.0;
+        let at = (via.0 + (to.0 - via.0) * t, via.1 + (to.1 - via.1) * t);
+        mouse_held(&s.page, MouseMoved, at, MouseButton::None, 1, 0).await;
+        eval(
+            &s.page,
+            "new Promise(r => requestAnimationFrame(() => r(true)))",
+        )
+        .await;
+    }
+    // And the release waits until the drop zone has seen the drag over it (a hand waits for
+    // it to light up): the drag runs in Chromium's browser process, which may lag behind the
+    // moves on a loaded machine, and a release it has not seen over the zone drops nothing.
+    // Meanwhile the pointer keeps moving a pixel back and forth over the zone, as a hand does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut wiggle = 0.0;
+    while !s
+        .site
+        .drain()
+        .iter()
+        .any(|r| r["type"] == "dragenter" && r["target"] == "dst")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drag never entered the drop zone"
+        );
+        wiggle = 1.0 - wiggle;
+        let at = (to.0 + wiggle, to.1);
+        mouse_held(&s.page, MouseMoved, at, MouseButton::None, 1, 0).await;
+        eval(
+            &s.page,
+            "new Promise(r => requestAnimationFrame(() => r(true)))",
+        )
+        .await;
+    }
+    mouse_held(&s.page, MouseReleased, to, MouseButton::Left, 0, 1).await;
     let drop = s.site.report_of("drop").await;
     assert_eq!(drop["target"], "dst");
     assert_eq!(drop["data"], "payload");

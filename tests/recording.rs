@@ -386,16 +386,8 @@ impl Drop for Served {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn serve_binary(site: &TestSite, data: &std::path::Path) -> Served {
-    let port = free_port();
+    let port = support::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cobrowse"))
         .args([
@@ -413,14 +405,7 @@ async fn serve_binary(site: &TestSite, data: &std::path::Path) -> Served {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("cobrowse serve starts");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::listening(addr, "cobrowse").await;
     Served { child, addr }
 }
 

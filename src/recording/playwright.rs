@@ -938,6 +938,15 @@ mod tests {
         }
     }
 
+    /// A choice of option `index` in a `<select>` popup.
+    fn choose_option(index: u32) -> Event {
+        let mut choose = action("choose");
+        if let Event::Action { index: i, .. } = &mut choose {
+            *i = Some(index);
+        }
+        choose
+    }
+
     fn page(url: &str) -> Event {
         Event::Server {
             message: json!({"t": "page", "url": url, "title": "t"}),
@@ -1082,10 +1091,7 @@ mod tests {
 
     #[test]
     fn a_select_change_reported_before_its_choose_still_gives_the_value() {
-        let mut choose = action("choose");
-        if let Event::Action { index, .. } = &mut choose {
-            *index = Some(2);
-        }
+        let choose = choose_option(2);
         let s = script_of(vec![
             mouse("pressed", 20.0, 20.0, Button::Left, 1),
             target(20.0, 20.0, Some("#size"), "select"),
@@ -1116,10 +1122,7 @@ mod tests {
             value: None,
             files: Vec::new(),
         };
-        let mut choose = action("choose");
-        if let Event::Action { index, .. } = &mut choose {
-            *index = Some(2);
-        }
+        let choose = choose_option(2);
         let s = script_of(vec![
             mouse("pressed", 20.0, 20.0, Button::Left, 1),
             target(20.0, 20.0, Some("#size"), "select"),

@@ -47,6 +47,9 @@ const CHECK_GRACE: Duration = Duration::from_millis(300);
 /// renderer and a screencast restarted on it), the screen is captured as screenshots at this
 /// interval (at most; each capture takes tens of ms): a slower screen instead of a frozen one.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
+/// Longest wait for a resized page to paint at its new size (a hidden page never does).
+const RESIZE_PAINT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A screenshot not taken within this long is given up (the next one is tried).
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -158,6 +161,7 @@ pub(super) async fn run_screen(
                                 let answer = s.arrived - at;
                                 if answer <= INPUT_ANSWER_WINDOW {
                                     stats.input_ms.record(answer);
+                                    session.shared.metrics.input_to_frame.record(answer);
                                 }
                             }
                         }
@@ -742,10 +746,26 @@ impl Driver {
 
     /// Lays every tab out at the owner's new size and tells everyone. `false` if Chromium did
     /// not take it.
+    ///
+    /// Until the renderer has painted at the new size, Chromium may send the old layout
+    /// stretched into it, with the new size's metadata: masks placed from the page's reports
+    /// would miss the fields it shows. Frames are masked whole meanwhile (`MaskSink::set_blind`).
     async fn resize(&self, attached: &mut Attached, viewport: Viewport) -> bool {
         let tabs: Vec<PageHandle> = attached.pages.values().cloned().collect();
+        let masks = self.handle.mask_sink();
+        masks.set_blind(true);
         let resized = attached.browser.set_viewport(viewport, &tabs);
-        if timed("resizing the page", resized).await.is_none() {
+        let resized = timed("resizing the page", resized).await.is_some();
+        if resized {
+            let painted = attached
+                .browser
+                .painted_then_report_masks(RESIZE_PAINT_TIMEOUT);
+            if let Err(e) = painted.await {
+                debug!(error = %e, "the page did not report its masks after a resize");
+            }
+        }
+        masks.set_blind(false);
+        if !resized {
             warn!(
                 width = viewport.width,
                 height = viewport.height,
@@ -907,9 +927,16 @@ impl Driver {
                         self.handle.end("the browser stopped unexpectedly");
                         return self.finish(None, screen_task).await;
                     };
+                    let metrics = &self.handle.shared.metrics;
+                    metrics.browser_launches.fetch_add(1, Ordering::Relaxed);
                     let relaunched = match Browser::launch(options).await {
                         Ok(browser) => self.attach(browser, inputs).await,
-                        Err(e) => Err(e),
+                        Err(e) => {
+                            metrics
+                                .browser_launch_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            Err(e)
+                        }
                     };
                     match relaunched {
                         Ok(again) => {
@@ -1339,7 +1366,8 @@ impl Driver {
                     sync = match command {
                         Command::Viewport(viewport) => {
                             if self.resize(attached, viewport).await {
-                                // Frames of the new size: the screencast's limits change with it.
+                                // A restart forces a frame: a page that shrank may
+                                // send none otherwise.
                                 screencasting = false;
                             }
                             true

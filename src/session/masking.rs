@@ -187,11 +187,19 @@ pub(super) struct Masker {
     /// Whether the newest frame was masked again once the page stayed still for
     /// `mask::MASK_WINDOW` (then only with the reports from its own on).
     settled: bool,
+    /// Device pixels per CSS pixel: a frame whose pixels are not its CSS size at this scale is
+    /// masked whole (`mask::frame_fits`).
+    scale: f64,
 }
 
 impl Masker {
-    pub(super) fn new(model: ScreenModel, reports: mpsc::Receiver<MaskUpdate>) -> Masker {
+    pub(super) fn new(
+        model: ScreenModel,
+        reports: mpsc::Receiver<MaskUpdate>,
+        scale: f64,
+    ) -> Masker {
         Masker {
+            scale,
             model,
             log: MaskLog::default(),
             reports,
@@ -256,12 +264,21 @@ impl Masker {
         geometry.offset_top = frame.offset_top;
         geometry.scroll_x = frame.scroll_x;
         geometry.scroll_y = frame.scroll_y;
+        if !mask::frame_fits(&geometry, self.scale) {
+            debug!(
+                width = geometry.image_width,
+                height = geometry.image_height,
+                css_width = geometry.css_width,
+                css_height = geometry.css_height,
+                "a frame's pixels do not fit its metadata: masked whole"
+            );
+        }
         let geometries = if self.settled {
             self.log.for_settled_frame(frame.mask_seq)
         } else {
             self.log.for_frame(frame.mask_seq, frame.arrived)
         };
-        let rects = mask::place(geometries.iter().map(|g| &**g), &geometry);
+        let rects = mask::place(geometries.iter().map(|g| &**g), &geometry, self.scale);
         if self.placed.as_ref() == Some(&(clear.version, rects.clone())) {
             return;
         }

@@ -415,6 +415,10 @@ struct Shared {
     restarts: AtomicU32,
     /// Requests the egress proxy blocked; the proxy's own counter (it writes, the API reads).
     blocked_requests: Arc<AtomicU64>,
+    /// The server-wide figures of `/metrics`.
+    metrics: Arc<crate::metrics::ServerMetrics>,
+    /// Set when the server starts shutting down: what participants are told.
+    shutdown_notice: std::sync::OnceLock<String>,
     /// Fired to end the session (API, idle, browser death, server shutdown).
     cancel: CancellationToken,
     /// The server's shutdown token (the parent of `cancel`).
@@ -504,6 +508,8 @@ pub struct NewSession {
     pub mask_reveal: crate::mask::Reveal,
     /// Where recordings go (`None`: no data directory, recording unavailable).
     pub recordings: Option<Arc<crate::recording::store::Store>>,
+    /// The server-wide figures of `/metrics` this session adds to.
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 impl SessionHandle {
@@ -582,6 +588,8 @@ impl SessionHandle {
             browser_pid: AtomicU32::new(0),
             restarts: AtomicU32::new(0),
             blocked_requests: new.egress.blocked_counter(),
+            metrics: new.metrics,
+            shutdown_notice: std::sync::OnceLock::new(),
             cancel: cancel.clone(),
             server_shutdown: server_shutdown.clone(),
             finished: CancellationToken::new(),
@@ -590,7 +598,7 @@ impl SessionHandle {
         let screen_task = tokio::spawn(
             run_screen(
                 model,
-                masking::Masker::new(masked_model, mask_reports),
+                masking::Masker::new(masked_model, mask_reports, handle.shared.scale),
                 frames_rx,
                 handle.clone(),
             )
@@ -889,6 +897,40 @@ impl SessionHandle {
 
     pub fn participant_count(&self) -> usize {
         *self.shared.participant_count.borrow()
+    }
+
+    /// Waits until nobody is connected (at once if nobody is).
+    pub async fn wait_empty(&self) {
+        let mut count = self.shared.participant_count.subscribe();
+        let _ = count.wait_for(|&n| n == 0).await;
+    }
+
+    /// The server-wide figures this session adds to.
+    pub fn metrics(&self) -> &crate::metrics::ServerMetrics {
+        &self.shared.metrics
+    }
+
+    /// Tells everyone connected (and whoever joins from now on) that the server is going away
+    /// and when the session will end at the latest.
+    pub fn announce_shutdown(&self, within: Duration) {
+        let message = format!(
+            "This server is shutting down: the session ends when everyone has left, or in {} s at the latest.",
+            within.as_secs()
+        );
+        let message = self.shared.shutdown_notice.get_or_init(|| message);
+        self.broadcast(&shutdown_notice(message));
+    }
+
+    /// What this session added to the server-wide counters, for when it is gone.
+    pub fn totals(&self) -> crate::metrics::Retired {
+        let stats = &self.shared.stats;
+        crate::metrics::Retired {
+            frames_in: stats.frames_in.load(Ordering::Relaxed),
+            frames_sent: stats.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+            crashes: u64::from(self.shared.restarts.load(Ordering::Relaxed)),
+            blocked_requests: self.shared.blocked_requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Queues input for the page. Waits while the queue is full; fails only once the session ended.
@@ -1910,12 +1952,25 @@ impl SessionHandle {
             }
             .to_json(),
         );
+        // Who joins during a shutdown is told too.
+        if let Some(message) = self.shared.shutdown_notice.get() {
+            out.push(shutdown_notice(message).to_json());
+        }
         out
     }
 
     fn broadcast(&self, message: &ServerMessage<'_>) {
         // No receivers is fine: nobody is connected.
         let _ = self.shared.events.send(Arc::from(message.to_json()));
+    }
+}
+
+/// The notice of a server shutdown (code `server-shutdown`: the viewer keeps it on screen).
+fn shutdown_notice(message: &str) -> ServerMessage<'_> {
+    ServerMessage::Notice {
+        level: "warning",
+        code: "server-shutdown",
+        message,
     }
 }
 

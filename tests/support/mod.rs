@@ -258,30 +258,44 @@ impl Frame {
 
 /// CPU time (user + system) this process has used so far, seconds (benches).
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let hz = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    cobrowse::procfs::this_process().map_or(0.0, |u| u.cpu_seconds)
+}
+
+/// A port free on loopback now (for a process that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A bench setting from the environment, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    // After the ")" of the command name: state is field 0, utime 11, stime 12.
-    (ticks(11) + ticks(12)) / hz
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The median (of an even count, the upper middle value); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The nearest-rank percentile `p` (0 to 1): the smallest value with at least `p` of the values
+/// at or below it; NaN for none.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
 }
 
 /// Number of pixels that differ between two screens (all of them when sizes differ).
@@ -1191,39 +1205,9 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Every descendant of `pid` (children, grandchildren…), from /proc.
 pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let ppid = rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            parents.push((child, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    found.remove(0);
-    found
+    let mut tree = cobrowse::procfs::tree(pid);
+    tree.retain(|&p| p != pid);
+    tree
 }
 
 /// A minimal HTTP/1.1 JSON client over tokio, enough for the API tests.
@@ -1371,5 +1355,78 @@ pub mod reqwest_lite {
             s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
         }
         out
+    }
+}
+
+/// The real binary, as an operator runs it.
+pub fn cobrowse_bin() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cobrowse"));
+    // A data directory of the test's own (the generated secret, the audit log), not ~/.local.
+    let data = std::env::temp_dir().join(format!("cobrowse-test-data-{}", std::process::id()));
+    cmd.env_remove("COBROWSE_LISTEN")
+        .env_remove("COBROWSE_CHROMIUM")
+        .env_remove("COBROWSE_API_KEY")
+        .env("COBROWSE_DATA_DIR", data)
+        .kill_on_drop(true);
+    cmd
+}
+
+pub type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Starts the real binary on a free port with JSON logs, its browsers allowed to reach `site`
+/// (through `COBROWSE_ALLOW`, as an operator would); returns it, the address it logged, and the
+/// rest of its log.
+pub async fn spawn_server(site: &TestSite) -> (tokio::process::Child, SocketAddr, LogLines) {
+    spawn_server_with(site, &[]).await
+}
+
+/// [`spawn_server`] with more `serve` arguments.
+pub async fn spawn_server_with(
+    site: &TestSite,
+    args: &[&str],
+) -> (tokio::process::Child, SocketAddr, LogLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = cobrowse_bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env("COBROWSE_ALLOW", site.addr.to_string())
+        .env("COBROWSE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start cobrowse");
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("log in time")
+            .expect("read")
+            .expect("server running");
+        let log: Value = serde_json::from_str(&line).expect("JSON log line");
+        if log["fields"]["message"] == "listening" {
+            let addr = log["fields"]["address"]
+                .as_str()
+                .expect("address")
+                .parse()
+                .expect("socket address");
+            return (server, addr, lines);
+        }
+    }
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &tokio::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id().expect("running") as i32).expect("pid");
+    rustix::process::kill_process(pid, signal).expect("signal");
+}
+
+/// Waits until something accepts connections on `addr` (a process's port has no other event).
+pub async fn listening(addr: SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not listen on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

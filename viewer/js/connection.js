@@ -201,7 +201,11 @@ export class Connection {
     }, delay);
   }
 
-  /** Resolves to {state, message} when the link is dead (401/403/404), otherwise null (retry). */
+  /**
+   * Resolves to {state, message} when the link is dead (401/403/404), or when the session is on
+   * another node than the one that answered (421: the router sent this session's requests to
+   * the wrong node, or its node is down); otherwise null (retry).
+   */
   async #check() {
     let res;
     try {
@@ -214,9 +218,12 @@ export class Connection {
     } catch {
       return null; // server unreachable: keep trying
     }
-    if (res.status !== 401 && res.status !== 403 && res.status !== 404) return null;
+    if (![401, 403, 404, 421].includes(res.status)) return null;
     const body = await res.json().catch(() => null);
     if (res.status === 404) return { state: 'ended', message: body?.error || 'session not found' };
+    if (res.status === 421) {
+      return { state: 'error', message: body?.error || 'this session is held by another server' };
+    }
     return { state: 'error', message: body?.error || `access refused (${res.status})` };
   }
 }

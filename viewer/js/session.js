@@ -304,16 +304,26 @@ async function copyLink(button) {
 
 let noticeTimer = 0;
 
-function showNotice(message, level = 'info') {
+// A sticky notice (the server is shutting down: it matters until the end) stays until closed,
+// and comes back when a passing notice shown over it goes.
+let stickyNotice = null;
+
+function showNotice(message, level = 'info', sticky = false) {
+  if (sticky) stickyNotice = { message, level };
   ui.noticeText.textContent = message;
   ui.notice.dataset.level = level;
   ui.notice.hidden = false;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(hideNotice, NOTICE_MS);
+  if (!sticky) noticeTimer = setTimeout(hideNotice, NOTICE_MS);
 }
 
 function hideNotice() {
   clearTimeout(noticeTimer);
+  const showing = ui.noticeText.textContent;
+  if (stickyNotice && showing !== stickyNotice.message) {
+    showNotice(stickyNotice.message, stickyNotice.level, true);
+    return;
+  }
   ui.notice.hidden = true;
 }
 
@@ -450,7 +460,7 @@ const handlers = {
     dispatchEvent(new Event('cobrowse:dialog'));
   },
   notice(msg) {
-    if (msg.message) showNotice(String(msg.message), msg.level);
+    if (msg.message) showNotice(String(msg.message), msg.level, msg.code === 'server-shutdown');
   },
   links(msg) {
     // Owners only: how each participant's link performs.
@@ -468,7 +478,11 @@ conn.onState(setState);
 
 // ---- page wiring ----
 
-ui.noticeClose.addEventListener('click', hideNotice);
+ui.noticeClose.addEventListener('click', () => {
+  // Closing the sticky notice itself dismisses it for good.
+  if (stickyNotice && ui.noticeText.textContent === stickyNotice.message) stickyNotice = null;
+  hideNotice();
+});
 $('copy-close').addEventListener('click', () => {
   $('copy-box').hidden = true;
   ui.canvas.focus({ preventScroll: true });
