@@ -760,8 +760,14 @@ impl Driver {
             let painted = attached
                 .browser
                 .painted_then_report_masks(RESIZE_PAINT_TIMEOUT);
-            if let Err(e) = painted.await {
-                debug!(error = %e, "the page did not report its masks after a resize");
+            // A tab that stopped answering holds the driver no longer than this: its frames
+            // stay masked whole until it reports again.
+            match tokio::time::timeout(RESIZE_PAINT_TIMEOUT * 2, painted).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(error = %e, "the page did not report its masks after a resize")
+                }
+                Err(_) => debug!("the page did not answer after a resize"),
             }
         }
         masks.set_blind(false);
