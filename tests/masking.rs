@@ -281,6 +281,11 @@ async fn masked_fields_never_reach_a_masked_participant() {
                 break;
             }
         }
+        assert_eq!(
+            viewer.screen.as_ref().map(|s| s.dimensions()),
+            Some((width, height)),
+            "the masked participant's screen took the new size"
+        );
     }
     let (_, clear) = server.screenshot(&id).await;
     assert_eq!(clear.dimensions(), (900, 600));
