@@ -867,7 +867,7 @@ move.addEventListener('click', () => {
 
 /// A QA form (recordings, bug bundles): fields found by id, by name and by label only, a select,
 /// a checkbox, a password, a button that logs a console error and throws, one whose request fails,
-/// and a submit that navigates to `/thanks?…` (which reports the query it got).
+/// and a submit that navigates to `/thanks?…` (the site reports the query it got).
 pub const FORM_PAGE: &str = r#"<title>Order form</title><body style="margin:0;background:#fff;font:16px 'DejaVu Sans',sans-serif">
 <form id=order action="/thanks" method=get style="margin:20px;display:grid;grid-template-columns:160px 300px;gap:12px 8px">
 <label for=fullname>Full name</label><input id=fullname name=fullname>
@@ -959,11 +959,16 @@ addEventListener('scroll', () => report({type: 'scroll', y: scrollY}));
             .route("/text", get(|| async { page(&text_page()) }))
             .route("/mask", get(|| async { page(MASK_PAGE) }))
             .route("/form", get(|| async { page(FORM_PAGE) }))
-            .route("/thanks", get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            // The site reports the order when it gets it, not the page once shown: a replay
+            // script may close its browser right after the page loads, before a report the page
+            // sent could arrive.
+            .route("/thanks", get(|State(tx): State<mpsc::Sender<Value>>, axum::extract::RawQuery(raw): axum::extract::RawQuery, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let query = raw.map(|r| format!("?{r}")).unwrap_or_default();
+                let _ = tx.send(serde_json::json!({"type": "submitted", "query": query})).await;
                 let mut fields: Vec<_> = q.into_iter().collect();
                 fields.sort();
                 let list: String = fields.iter().map(|(k, v)| format!("<li>{k}: {v}</li>")).collect();
-                page(&format!("<title>Thanks</title><body style='margin:0;background:#fff'><h1>Thanks</h1><ul id=got>{list}</ul><script>report({{type: 'submitted', query: location.search}});</script></body>"))
+                page(&format!("<title>Thanks</title><body style='margin:0;background:#fff'><h1>Thanks</h1><ul id=got>{list}</ul></body>"))
             }))
             .route("/keylog", get(|| async { page(keyboard::keylog_page()) }))
             .route("/mouse", get(|| async { page(MOUSE_PAGE) }))
