@@ -3,6 +3,7 @@
 //! (navigations, title, loading, dialogs) and restarts a crashed renderer or browser. Also the
 //! screen task, which turns frames into screen versions.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -305,6 +306,8 @@ pub(super) struct Attached {
     loads: HashMap<String, i32>,
     /// Dialogs open in tabs other than the active one (the active one's is in the state).
     dialogs: HashMap<String, OpenDialog>,
+    /// Tabs asked to close whose close Chromium has not reported yet.
+    closing: HashSet<String>,
     /// The target of the active tab.
     active: String,
     /// `None` while being rewired, or after the tab to show closed before it could be shown.
@@ -448,6 +451,7 @@ impl Driver {
             pages: HashMap::from([(target.clone(), first)]),
             loads: HashMap::from([(target.clone(), 0)]),
             dialogs: HashMap::new(),
+            closing: HashSet::new(),
             active: target,
             wiring: Some(wiring),
             parked: None,
@@ -613,6 +617,7 @@ impl Driver {
                 }
             }
             TabEvent::Closed { target } => {
+                attached.closing.remove(&target);
                 attached.pages.remove(&target)?;
                 attached.loads.remove(&target);
                 attached.dialogs.remove(&target);
@@ -702,32 +707,36 @@ impl Driver {
     }
 
     /// A participant's tab command. Returns the tab to switch to, if any.
-    async fn tab_command(
-        &self,
-        browser: &Browser,
-        active: &str,
-        command: Command,
-    ) -> Option<String> {
+    async fn tab_command(&self, attached: &mut Attached, command: Command) -> Option<String> {
+        let browser = &attached.browser;
         match command {
             // Applied by `drive`, which restarts the screencast for the new size.
             Command::Viewport(_) => None,
             Command::Switch(id) => {
                 let target = self.handle.state().tabs.target_of(id)?.to_string();
-                (target != active).then_some(target)
+                (target != attached.active).then_some(target)
             }
             Command::Close(id) => {
-                let (target, last) = {
+                let (target, open) = {
                     let state = self.handle.state();
-                    (state.tabs.target_of(id)?.to_string(), state.tabs.len() == 1)
+                    (state.tabs.target_of(id)?.to_string(), state.tabs.len())
                 };
-                if last {
+                if !attached.closing.insert(target.clone()) {
+                    return None;
+                }
+                // Closes asked for in a row come before Chromium reports any of them: the tabs
+                // still open are those not being closed.
+                if open.saturating_sub(attached.closing.len()) == 0 {
                     // The blank tab first: a browser with no tab at all may quit.
                     if !self.open_tab(browser).await {
                         warn!("no blank tab could be opened; the last tab stays");
+                        attached.closing.remove(&target);
                         return None;
                     }
                 }
-                self.close_tab(browser, &target).await;
+                if !self.close_tab(browser, &target).await {
+                    attached.closing.remove(&target);
+                }
                 None
             }
             Command::New => {
@@ -797,8 +806,11 @@ impl Driver {
         timed("opening a tab", browser.open_tab()).await.is_some()
     }
 
-    async fn close_tab(&self, browser: &Browser, target: &str) {
-        timed("closing a tab", browser.close_tab(target)).await;
+    /// Closes tab `target` (reported as closed); `false` if Chromium did not.
+    async fn close_tab(&self, browser: &Browser, target: &str) -> bool {
+        timed("closing a tab", browser.close_tab(target))
+            .await
+            .is_some()
     }
 
     /// Something happened in a tab that is not the active one: its strip entry follows it; a
@@ -1379,7 +1391,7 @@ impl Driver {
                             true
                         }
                         command => {
-                            if let Some(target) = self.tab_command(&attached.browser, &attached.active, command).await {
+                            if let Some(target) = self.tab_command(attached, command).await {
                                 return Exit::Switch(target);
                             }
                             false

@@ -407,26 +407,32 @@ impl Participant {
 
     /// Next message of any kind, or `None` once the socket closed.
     pub async fn next_message(&mut self) -> Option<Message> {
-        // One deadline for the whole wait: pings do not extend it.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("message in time")?;
+        self.message_within(WAIT).await.expect("message in time")
+    }
+
+    /// Next message of any kind (`Some(None)` once the socket closed), or `None` after `wait`
+    /// without one; pings do not extend the wait.
+    async fn message_within(&mut self, wait: Duration) -> Option<Option<Message>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        Some(loop {
+            let Ok(message) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return None;
+            };
+            let Some(message) = message else {
+                break None;
+            };
             match message {
                 Ok(Message::Close(frame)) => {
                     self.closed_with = frame.map(|f| u16::from(f.code));
-                    return Some(Message::Close(None));
+                    break Some(Message::Close(None));
                 }
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(m) => return Some(m),
-                Err(_) => return None,
+                Ok(m) => break Some(m),
+                Err(_) => break None,
             }
-        }
+        })
     }
 
-    /// The next JSON message with `t == kind` not yet consumed (including those that arrived
-    /// while waiting for frames); the others stay in `json_seen`.
     /// How many JSON messages of `kind` satisfying `pred` were read and set aside so far.
     pub fn json_seen_count(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> usize {
         self.json_seen
@@ -441,21 +447,33 @@ impl Participant {
 
     /// The next JSON message with `t == kind` that satisfies `pred`; earlier ones of that kind
     /// that do not are consumed.
+    /// Fails after `WAIT` without any message, saying what was last seen of that kind.
     pub async fn json_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut rejected = None;
         while let Some(i) = self.json_seen.iter().position(|v| v["t"] == kind) {
             let value = self.json_seen.remove(i);
             if pred(&value) {
                 return value;
             }
+            rejected = Some(value);
         }
+        let mut frames = 0;
         loop {
-            match self.next_message().await {
+            let message = self.message_within(WAIT).await.unwrap_or_else(|| {
+                panic!(
+                    "nothing for {WAIT:?} while waiting for '{kind}' ({frames} frames \
+                         meanwhile); the last '{kind}' that did not match: {rejected:?}"
+                )
+            });
+            match message {
                 Some(Message::Text(text)) => {
                     let value: Value = serde_json::from_str(&text).expect("server sends JSON");
                     if value["t"] == kind && pred(&value) {
                         return value;
                     }
-                    if value["t"] != kind {
+                    if value["t"] == kind {
+                        rejected = Some(value);
+                    } else {
                         self.json_seen.push(value);
                     }
                 }
@@ -463,6 +481,7 @@ impl Participant {
                     panic!("socket closed while waiting for '{kind}'")
                 }
                 Some(Message::Binary(raw)) => {
+                    frames += 1;
                     self.newest_update = protocol::decode_update_header(&raw)
                         .map(|h| h.number)
                         .or(self.newest_update);
