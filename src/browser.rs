@@ -625,17 +625,13 @@ impl Browser {
                         None => {
                             // Without reports nothing could be masked: resubscribe, and mask
                             // everything until the page reports again.
-                            warn!("mask reports stopped; subscribing again");
                             masks.push(None);
-                            match page.event_listener::<EventBindingCalled>().await {
-                                Ok(again) => {
+                            match resubscribe(&page, "mask reports").await {
+                                Some(again) => {
                                     reports = again;
                                     continue;
                                 }
-                                Err(e) => {
-                                    warn!(error = %e, "cannot subscribe to mask reports");
-                                    break;
-                                }
+                                None => break,
                             }
                         }
                     },
@@ -644,16 +640,12 @@ impl Browser {
                         None => {
                             // chromiumoxide dropped the subscription: subscribe again, or the
                             // screen would freeze while everything else still works.
-                            warn!("screencast frame events stopped; subscribing again");
-                            match page.event_listener::<EventScreencastFrame>().await {
-                                Ok(again) => {
+                            match resubscribe(&page, "screencast frames").await {
+                                Some(again) => {
                                     frames = again;
                                     continue;
                                 }
-                                Err(e) => {
-                                    warn!(error = %e, "cannot subscribe to screencast frames");
-                                    break;
-                                }
+                                None => break,
                             }
                         }
                     },
@@ -1450,6 +1442,24 @@ fn watch_exit(pid: Option<u32>, gone: CancellationToken) {
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), chromiumoxide::error::CdpError>> + Send>>;
+
+/// Subscribes again to events of `page` whose stream ended. A tab that closed (the usual
+/// reason) refuses: `None` then, and only a debug line.
+async fn resubscribe<E: chromiumoxide::cdp::IntoEventKind + Unpin>(
+    page: &Page,
+    what: &str,
+) -> Option<chromiumoxide::listeners::EventStream<E>> {
+    match page.event_listener::<E>().await {
+        Ok(again) => {
+            warn!("{what} stopped although the tab is open; subscribed again");
+            Some(again)
+        }
+        Err(e) => {
+            debug!(error = %e, "{what} stopped: the tab is gone");
+            None
+        }
+    }
+}
 
 async fn run_input(
     page: Page,
