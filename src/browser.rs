@@ -490,14 +490,14 @@ impl Browser {
         Ok(self.handle_of(&page))
     }
 
-    /// Opens a blank tab; it is reported as [`TabEvent::Opened`].
-    pub async fn open_tab(&self) -> Result<(), BrowserError> {
+    /// Opens a blank tab; it is reported as [`TabEvent::Opened`]. Returns its target.
+    pub async fn open_tab(&self) -> Result<String, BrowserError> {
         let params = CreateTargetParams::builder()
             .url("about:blank")
             .build()
             .map_err(BrowserError::Config)?;
-        self.browser.execute(params).await?;
-        Ok(())
+        let reply = self.browser.execute(params).await?;
+        Ok(reply.result.target_id.inner().clone())
     }
 
     /// Closes tab `target`; it is reported as [`TabEvent::Closed`].

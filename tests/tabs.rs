@@ -220,6 +220,11 @@ async fn popups_and_new_tabs_become_tabs_participants_switch_and_close() {
         .send(json!({"t": "navigate", "url": site.url("/nav/1")}))
         .await;
     driver.json_where("page", |v| v["title"] == "Page 1").await;
+    // One tab is left, the one that navigated (no second blank one opened behind it).
+    tabs_where(&mut driver, |t, _| {
+        t.len() == 1 && t[0]["title"] == "Page 1"
+    })
+    .await;
     let (status, _) = server.session_json(&id).await;
     assert_eq!(status, 200);
     server.stop().await;

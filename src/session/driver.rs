@@ -308,6 +308,9 @@ pub(super) struct Attached {
     dialogs: HashMap<String, OpenDialog>,
     /// Tabs asked to close whose close Chromium has not reported yet.
     closing: HashSet<String>,
+    /// Blank tabs opened whose opening Chromium has not reported yet (its reports of other tabs
+    /// closing can come first).
+    opening: HashSet<String>,
     /// The target of the active tab.
     active: String,
     /// `None` while being rewired, or after the tab to show closed before it could be shown.
@@ -452,6 +455,7 @@ impl Driver {
             loads: HashMap::from([(target.clone(), 0)]),
             dialogs: HashMap::new(),
             closing: HashSet::new(),
+            opening: HashSet::new(),
             active: target,
             wiring: Some(wiring),
             parked: None,
@@ -575,6 +579,7 @@ impl Driver {
                 opener,
                 url,
             } => {
+                attached.opening.remove(&target);
                 if attached.pages.contains_key(&target) {
                     return None;
                 }
@@ -618,6 +623,7 @@ impl Driver {
             }
             TabEvent::Closed { target } => {
                 attached.closing.remove(&target);
+                attached.opening.remove(&target);
                 attached.pages.remove(&target)?;
                 attached.loads.remove(&target);
                 attached.dialogs.remove(&target);
@@ -627,11 +633,16 @@ impl Driver {
                     (next, state.tabs.is_empty())
                 };
                 info!(left = attached.pages.len(), "tab closed");
-                self.handle.broadcast_tabs();
-                if empty {
-                    // A session always has a tab: the last one closed leaves a blank one (it
-                    // becomes active when Chromium reports it open).
-                    if !self.open_tab(&attached.browser).await {
+                // A session always has a tab: the last one closed leaves a blank one, which
+                // becomes active when Chromium reports it open. One opened before (the last tab
+                // closed by a participant) may not be reported yet: the strip waits for it.
+                if !empty {
+                    self.handle.broadcast_tabs();
+                } else if !attached.opening.is_empty() {
+                    debug!("the last tab closed before the blank one opened was reported");
+                } else {
+                    self.handle.broadcast_tabs();
+                    if !self.open_tab(attached).await {
                         warn!("no blank tab could be opened after the last one closed");
                     }
                 }
@@ -708,7 +719,6 @@ impl Driver {
 
     /// A participant's tab command. Returns the tab to switch to, if any.
     async fn tab_command(&self, attached: &mut Attached, command: Command) -> Option<String> {
-        let browser = &attached.browser;
         match command {
             // Applied by `drive`, which restarts the screencast for the new size.
             Command::Viewport(_) => None,
@@ -728,13 +738,13 @@ impl Driver {
                 // still open are those not being closed.
                 if open.saturating_sub(attached.closing.len()) == 0 {
                     // The blank tab first: a browser with no tab at all may quit.
-                    if !self.open_tab(browser).await {
+                    if !self.open_tab(attached).await {
                         warn!("no blank tab could be opened; the last tab stays");
                         attached.closing.remove(&target);
                         return None;
                     }
                 }
-                if !self.close_tab(browser, &target).await {
+                if !self.close_tab(&attached.browser, &target).await {
                     attached.closing.remove(&target);
                 }
                 None
@@ -745,7 +755,7 @@ impl Driver {
                         "too-many-tabs",
                         &format!("A session has at most {MAX_TABS} tabs."),
                     );
-                } else if !self.open_tab(browser).await {
+                } else if !self.open_tab(attached).await {
                     warn!("a new tab could not be opened");
                 }
                 None
@@ -802,8 +812,15 @@ impl Driver {
     }
 
     /// Opens a blank tab (reported as opened, then shown); `false` if Chromium did not.
-    async fn open_tab(&self, browser: &Browser) -> bool {
-        timed("opening a tab", browser.open_tab()).await.is_some()
+    async fn open_tab(&self, attached: &mut Attached) -> bool {
+        match timed("opening a tab", attached.browser.open_tab()).await {
+            Some(target) => {
+                // Its report is handled after this command, like every event.
+                attached.opening.insert(target);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Closes tab `target` (reported as closed); `false` if Chromium did not.
