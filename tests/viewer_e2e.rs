@@ -1104,10 +1104,13 @@ async fn the_owner_changes_the_page_size_from_the_share_panel() {
         )
         .await;
     }
-    assert_eq!(
-        eval(&watch, "document.getElementById('page-size').value").await,
-        "390x844"
-    );
+    // And everyone's size picker.
+    until(
+        &watch,
+        "document.getElementById('page-size').value === '390x844'",
+        "cobrowse:viewport",
+    )
+    .await;
     viewer.close().await;
     server.stop().await;
 }

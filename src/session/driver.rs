@@ -776,6 +776,17 @@ impl Driver {
         let resized = attached.browser.set_viewport(viewport, &tabs);
         let resized = timed("resizing the page", resized).await.is_some();
         if resized {
+            // Everyone's size picker follows at once; frames of the new size are coming.
+            *lock(&self.handle.shared.viewport) = viewport;
+            info!(
+                width = viewport.width,
+                height = viewport.height,
+                "page resized"
+            );
+            self.handle.broadcast(&ServerMessage::Viewport {
+                width: viewport.width,
+                height: viewport.height,
+            });
             let painted = attached
                 .browser
                 .painted_then_report_masks(RESIZE_PAINT_TIMEOUT);
@@ -796,19 +807,8 @@ impl Driver {
                 height = viewport.height,
                 "the page could not be resized"
             );
-            return false;
         }
-        *lock(&self.handle.shared.viewport) = viewport;
-        info!(
-            width = viewport.width,
-            height = viewport.height,
-            "page resized"
-        );
-        self.handle.broadcast(&ServerMessage::Viewport {
-            width: viewport.width,
-            height: viewport.height,
-        });
-        true
+        resized
     }
 
     /// Opens a blank tab (reported as opened, then shown); `false` if Chromium did not.
