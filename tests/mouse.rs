@@ -171,15 +171,25 @@ async fn right_and_middle_buttons_wheel_sideways_and_drag_and_drop() {
     // Meanwhile the pointer keeps moving a pixel back and forth over the zone, as a hand does.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut wiggle = 0.0;
-    while !s
-        .site
-        .drain()
-        .iter()
-        .any(|r| r["type"] == "dragenter" && r["target"] == "dst")
-    {
+    // What the page reported meanwhile, for the failure message.
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let reports = s.site.drain();
+        if reports
+            .iter()
+            .any(|r| r["type"] == "dragenter" && r["target"] == "dst")
+        {
+            break;
+        }
+        seen.extend(
+            reports
+                .iter()
+                .map(|r| format!("{}:{}", r["type"], r["target"]))
+                .take(40usize.saturating_sub(seen.len())),
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the drag never entered the drop zone"
+            "the drag never entered the drop zone; the page reported {seen:?}"
         );
         wiggle = 1.0 - wiggle;
         let at = (to.0 + wiggle, to.1);
