@@ -342,6 +342,13 @@ pub fn place<'a>(
         h: ih as u32,
     };
     if !frame_fits(frame, scale) {
+        tracing::debug!(
+            width = frame.image_width,
+            height = frame.image_height,
+            css_width = frame.css_width,
+            css_height = frame.css_height,
+            "a frame's pixels do not fit its metadata: masked whole"
+        );
         return vec![whole];
     }
     // Image pixels per CSS pixel, from the frame itself: the device scale factor, and any

@@ -264,15 +264,6 @@ impl Masker {
         geometry.offset_top = frame.offset_top;
         geometry.scroll_x = frame.scroll_x;
         geometry.scroll_y = frame.scroll_y;
-        if !mask::frame_fits(&geometry, self.scale) {
-            debug!(
-                width = geometry.image_width,
-                height = geometry.image_height,
-                css_width = geometry.css_width,
-                css_height = geometry.css_height,
-                "a frame's pixels do not fit its metadata: masked whole"
-            );
-        }
         let geometries = if self.settled {
             self.log.for_settled_frame(frame.mask_seq)
         } else {
